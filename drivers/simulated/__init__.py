@@ -1,0 +1,1 @@
+"""drivers/simulated package."""
