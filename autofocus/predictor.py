@@ -1,0 +1,409 @@
+"""Single-frame defocus prediction: tile the frame, drop blank tiles, run LDSE-NET, aggregate.
+
+The pipeline follows section 3.1 of the LDSE-NET paper:
+
+1. **Tiling.** ``models.tiles.tile_grid`` cuts the frame into full 224x224 tiles on a grid
+   centred in the frame; the pixels left over are split evenly into margins that no tile
+   covers (2592x1944 gives 11 x 8 = 88 tiles, margins of 64 px left/right and 76 px
+   top/bottom).
+2. **Discriminant.** ``models.tiles.blank_mask`` marks tiles that are mostly empty (the
+   paper's discriminant); they are dropped because their estimates are unreliable.
+3. **Inference.** The remaining tiles go through the network in one batch (torch or ONNX
+   Runtime; both give the same numbers). Input is RGB float in [0, 1]; normalisation lives
+   inside the model.
+4. **Aggregation.** The paper averages the tile estimates (``aggregate="mean"``); ``"median"``
+   and ``"trimmed"`` (mean of the tiles left after dropping ``trim_fraction`` of them at each
+   end) are robust to a few wrong tiles.
+
+Confidence (in [0, 1]) combines how many tiles were usable and how well they agree::
+
+    coverage  = min(1, (tiles_used / tiles_total) / full_coverage_fraction)
+    tolerance = spread_scale_um + spread_relative * |defocus_um|
+    agreement = 1 / (1 + (spread_um / tolerance) ** 2)
+    confidence = coverage * agreement            (0 when no tile was usable)
+
+where ``spread_um`` is the standard deviation (ddof=0) of the used tiles' estimates. The
+tolerance grows with |defocus| because tiles disagree more far from focus while a large
+estimate is still useful for a first move. The 3x3 region map (paper section 4.3) splits the
+frame into 3 x 3 equal regions and aggregates the tiles whose centre lies in each one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from models.errors import ModelInputError
+from models.tiles import blank_mask, extract_tiles, tile_grid, to_unit_float
+
+__all__ = ["AGGREGATES", "RUNTIMES", "Prediction", "Predictor", "aggregate_estimates", "compute_confidence"]
+
+AGGREGATES = ("mean", "median", "trimmed")
+RUNTIMES = ("torch", "onnx")
+Aggregate = Literal["mean", "median", "trimmed"]
+Runtime = Literal["torch", "onnx"]
+
+
+# --------------------------------------------------------------------------------------------
+# aggregation and confidence (pure functions, tested against independent computations)
+# --------------------------------------------------------------------------------------------
+def aggregate_estimates(values: np.ndarray, method: str, trim_fraction: float = 0.2) -> float:
+    """Aggregate tile estimates (um) with ``method``; ``values`` must not be empty.
+
+    ``"trimmed"`` drops ``floor(n * trim_fraction)`` values at each end of the sorted list and
+    averages the rest.
+    """
+    if method not in AGGREGATES:
+        raise ValueError(f"aggregate must be one of {AGGREGATES}, got {method!r}")
+    if not 0.0 <= trim_fraction < 0.5:
+        raise ValueError(f"trim_fraction must be in [0, 0.5), got {trim_fraction!r}")
+    v = np.asarray(values, dtype=np.float64).ravel()
+    if v.size == 0:
+        raise ValueError("cannot aggregate an empty set of tile estimates")
+    if method == "mean":
+        return float(v.mean())
+    if method == "median":
+        return float(np.median(v))
+    k = math.floor(v.size * trim_fraction)
+    v = np.sort(v)
+    return float(v[k : v.size - k].mean())
+
+
+def compute_confidence(
+    estimate_um: float,
+    spread_um: float,
+    tiles_used: int,
+    tiles_total: int,
+    *,
+    full_coverage_fraction: float = 0.25,
+    spread_scale_um: float = 1.0,
+    spread_relative: float = 0.25,
+) -> float:
+    """The confidence formula of the module docstring; 0 when no tile was used."""
+    if tiles_total <= 0 or tiles_used <= 0:
+        return 0.0
+    coverage = min(1.0, (tiles_used / tiles_total) / full_coverage_fraction)
+    tolerance = spread_scale_um + spread_relative * abs(estimate_um)
+    agreement = 1.0 / (1.0 + (spread_um / tolerance) ** 2)
+    return float(coverage * agreement)
+
+
+# --------------------------------------------------------------------------------------------
+# result
+# --------------------------------------------------------------------------------------------
+@dataclass
+class Prediction:
+    """The predictor's answer for one frame. ``defocus_um`` is ``None`` when every tile was blank."""
+
+    defocus_um: float | None
+    confidence: float
+    spread_um: float | None
+    tiles_used: int
+    tiles_total: int
+    tiles: list[dict[str, Any]]
+    region_map: list[list[float | None]]
+    aggregate: str
+    runtime: str
+    frame_shape: tuple[int, int]
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def is_blank(self) -> bool:
+        """True when no tile survived the blank filter."""
+        return self.tiles_used == 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly: plain floats, ints, lists and ``None``."""
+        return {
+            "defocus_um": self.defocus_um,
+            "confidence": self.confidence,
+            "spread_um": self.spread_um,
+            "tiles_used": self.tiles_used,
+            "tiles_total": self.tiles_total,
+            "tiles": [dict(t) for t in self.tiles],
+            "region_map": [list(r) for r in self.region_map],
+            "aggregate": self.aggregate,
+            "runtime": self.runtime,
+            "frame_shape": list(self.frame_shape),
+            "timings_ms": dict(self.timings_ms),
+        }
+
+
+# --------------------------------------------------------------------------------------------
+# runtimes
+# --------------------------------------------------------------------------------------------
+class _TorchRuntime:
+    """Runs the checkpoint's module on CPU: channels_last, inference mode."""
+
+    name = "torch"
+
+    def __init__(self, model: Any, threads: int) -> None:
+        import torch
+
+        torch.set_num_threads(threads)  # process-wide in torch; the predictor owns inference here
+        self._torch = torch
+        self._model = model.eval().to(memory_format=torch.channels_last)
+
+    def run(self, batch_nhwc: np.ndarray) -> np.ndarray:
+        torch = self._torch
+        # NHWC memory viewed as NCHW is exactly channels_last: no copy.
+        x = torch.from_numpy(batch_nhwc).permute(0, 3, 1, 2)
+        with torch.inference_mode():
+            out = self._model(x)
+        return out.reshape(-1).to(torch.float32).numpy().copy()
+
+
+class _OnnxRuntime:
+    """Runs an exported ``.onnx`` with ONNX Runtime on CPU."""
+
+    name = "onnx"
+
+    def __init__(self, onnx_path: Path, threads: int) -> None:
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self._session = ort.InferenceSession(str(onnx_path), sess_options=opts, providers=["CPUExecutionProvider"])
+        self._input = self._session.get_inputs()[0].name
+        self.path = onnx_path
+
+    def run(self, batch_nhwc: np.ndarray) -> np.ndarray:
+        x = np.ascontiguousarray(batch_nhwc.transpose(0, 3, 1, 2))
+        (out,) = self._session.run(None, {self._input: x})
+        return np.asarray(out, dtype=np.float32).reshape(-1)
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def onnx_cache_dir() -> Path:
+    """Where exported ONNX files are cached: ``$AUTOFOCUS_CACHE_DIR`` or ``<tmp>/ldse-autofocus-onnx``."""
+    base = os.environ.get("AUTOFOCUS_CACHE_DIR")
+    return Path(base) if base else Path(tempfile.gettempdir()) / "ldse-autofocus-onnx"
+
+
+def _read_onnx_meta(onnx_path: Path) -> dict[str, Any]:
+    import onnx
+
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    for prop in model.metadata_props:
+        if prop.key == "ldse_meta":
+            return dict(json.loads(prop.value))
+    raise ModelInputError(f"{onnx_path}: no 'ldse_meta' metadata; export it with models.export.export_onnx")
+
+
+# --------------------------------------------------------------------------------------------
+# predictor
+# --------------------------------------------------------------------------------------------
+class Predictor:
+    """Frame -> ``Prediction``. Build it with ``Predictor.from_checkpoint``."""
+
+    def __init__(
+        self,
+        runtime: _TorchRuntime | _OnnxRuntime,
+        meta: dict[str, Any],
+        *,
+        aggregate: str = "mean",
+        trim_fraction: float = 0.2,
+        full_coverage_fraction: float = 0.25,
+        spread_scale_um: float = 1.0,
+        spread_relative: float = 0.25,
+        source: str = "",
+    ) -> None:
+        if aggregate not in AGGREGATES:
+            raise ValueError(f"aggregate must be one of {AGGREGATES}, got {aggregate!r}")
+        if not 0.0 <= trim_fraction < 0.5:
+            raise ValueError(f"trim_fraction must be in [0, 0.5), got {trim_fraction!r}")
+        if not 0.0 < full_coverage_fraction <= 1.0:
+            raise ValueError(f"full_coverage_fraction must be in (0, 1], got {full_coverage_fraction!r}")
+        if not spread_scale_um > 0 or not spread_relative >= 0:
+            raise ValueError("spread_scale_um must be > 0 and spread_relative >= 0")
+        self._runtime = runtime
+        self.meta = dict(meta)
+        self.patch_size = int(self.meta.get("patch_size", 224))
+        self.aggregate = aggregate
+        self.trim_fraction = float(trim_fraction)
+        self.full_coverage_fraction = float(full_coverage_fraction)
+        self.spread_scale_um = float(spread_scale_um)
+        self.spread_relative = float(spread_relative)
+        self.source = source
+
+    @property
+    def runtime(self) -> str:
+        return self._runtime.name
+
+    @classmethod
+    def from_checkpoint(
+        cls,
+        path: str | os.PathLike[str] | None = None,
+        runtime: str = "torch",
+        threads: int = 2,
+        aggregate: str = "mean",
+        *,
+        trim_fraction: float = 0.2,
+        full_coverage_fraction: float = 0.25,
+        spread_scale_um: float = 1.0,
+        spread_relative: float = 0.25,
+        cache_dir: str | os.PathLike[str] | None = None,
+    ) -> Predictor:
+        """Load a checkpoint (``None``: the bundled one) or a shipped ``.onnx`` for ``runtime``.
+
+        For ``runtime="onnx"`` and a ``.pt`` checkpoint, the ONNX file is exported once with
+        ``models.export.export_onnx`` and cached under ``cache_dir`` (default
+        ``onnx_cache_dir()``), keyed by the checkpoint's SHA-256.
+        """
+        from models.checkpoint import bundled_checkpoint_path, load_checkpoint
+
+        if runtime not in RUNTIMES:
+            raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
+        if not isinstance(threads, int) or threads < 1:
+            raise ValueError(f"threads must be a positive integer, got {threads!r}")
+        ckpt_path = Path(path) if path is not None else Path(bundled_checkpoint_path())
+        if not ckpt_path.is_file():
+            raise FileNotFoundError(f"model file not found: {ckpt_path}")
+        tuning = dict(
+            aggregate=aggregate,
+            trim_fraction=trim_fraction,
+            full_coverage_fraction=full_coverage_fraction,
+            spread_scale_um=spread_scale_um,
+            spread_relative=spread_relative,
+        )
+        if ckpt_path.suffix == ".onnx":
+            if runtime != "onnx":
+                raise ValueError(f"{ckpt_path} is an ONNX file: use runtime='onnx'")
+            meta = _read_onnx_meta(ckpt_path)
+            return cls(_OnnxRuntime(ckpt_path, threads), meta, source=str(ckpt_path), **tuning)
+        ckpt = load_checkpoint(ckpt_path)
+        meta = dict(ckpt.meta)
+        if runtime == "torch":
+            return cls(_TorchRuntime(ckpt.model, threads), meta, source=str(ckpt_path), **tuning)
+        from models.export import export_onnx
+
+        cache = Path(cache_dir) if cache_dir is not None else onnx_cache_dir()
+        cache.mkdir(parents=True, exist_ok=True)
+        onnx_path = cache / f"{ckpt_path.stem}-{_file_sha256(ckpt_path)[:16]}.onnx"
+        if not onnx_path.is_file():
+            tmp = onnx_path.with_name(f"{onnx_path.stem}.{os.getpid()}.tmp.onnx")
+            export_onnx(ckpt, tmp)
+            os.replace(tmp, onnx_path)  # atomic: concurrent exporters never see a half file
+        return cls(_OnnxRuntime(onnx_path, threads), meta, source=str(ckpt_path), **tuning)
+
+    # -- input -----------------------------------------------------------------------------
+    def _to_unit_float(self, frame: np.ndarray, bit_depth: int | None) -> np.ndarray:
+        """Validate and convert a frame to ``H x W x 3 float32`` in [0, 1]."""
+        if not isinstance(frame, np.ndarray):
+            raise ModelInputError(f"frame must be a numpy array, got {type(frame).__name__}")
+        if frame.ndim == 3 and frame.shape[2] == 1:
+            frame = frame[:, :, 0]
+        if frame.ndim == 2:
+            frame = np.repeat(frame[:, :, None], 3, axis=2)
+        if frame.ndim != 3 or frame.shape[2] != 3:
+            raise ModelInputError(f"frame must be HxW (mono) or HxWx3 (RGB), got shape {frame.shape}")
+        h, w = frame.shape[:2]
+        if h < self.patch_size or w < self.patch_size:
+            raise ModelInputError(
+                f"frame is {w}x{h} px; the predictor needs at least {self.patch_size}x{self.patch_size}"
+            )
+        if frame.dtype not in (np.uint8, np.uint16):
+            raise ModelInputError(f"frame dtype must be uint8 or uint16, got {frame.dtype}")
+        # uint8 / (2^8 - 1); uint16 / (2^bit_depth - 1), default 16 bits; values above it are refused.
+        return to_unit_float(frame, bit_depth)
+
+    # -- prediction ------------------------------------------------------------------------
+    def predict(self, frame: np.ndarray, bit_depth: int | None = None) -> Prediction:
+        """Estimate the signed defocus (um) of ``frame`` (``HxWx3``/``HxW``, uint8/uint16, >= 224x224).
+
+        ``bit_depth`` gives the significant bits of a ``uint16`` frame (default 16).
+        """
+        t0 = time.perf_counter()
+        unit = self._to_unit_float(frame, bit_depth)
+        h, w = unit.shape[:2]
+        tiles = tile_grid(h, w, size=self.patch_size)
+        patches = extract_tiles(unit, tiles)
+        t1 = time.perf_counter()
+        blank = np.asarray(blank_mask(patches), dtype=bool).reshape(-1)
+        t2 = time.perf_counter()
+        used = np.flatnonzero(~blank)
+        estimates = np.full(len(tiles), np.nan, dtype=np.float64)
+        if used.size:
+            estimates[used] = self._runtime.run(np.ascontiguousarray(patches[used]))
+        t3 = time.perf_counter()
+
+        if used.size:
+            values = estimates[used]
+            defocus: float | None = aggregate_estimates(values, self.aggregate, self.trim_fraction)
+            spread: float | None = float(values.std())
+            confidence = compute_confidence(
+                defocus,
+                spread,
+                int(used.size),
+                len(tiles),
+                full_coverage_fraction=self.full_coverage_fraction,
+                spread_scale_um=self.spread_scale_um,
+                spread_relative=self.spread_relative,
+            )
+        else:
+            defocus, spread, confidence = None, None, 0.0
+
+        tile_dicts: list[dict[str, Any]] = []
+        region_values: list[list[list[float]]] = [[[] for _ in range(3)] for _ in range(3)]
+        for i, t in enumerate(tiles):
+            value = None if blank[i] else float(estimates[i])
+            tile_dicts.append(
+                {"row": t.row, "col": t.col, "y0": t.y0, "x0": t.x0, "size": t.size, "defocus_um": value,
+                 "blank": bool(blank[i])}
+            )
+            if value is not None:
+                r, c = region_of(t.y0 + t.size / 2.0, t.x0 + t.size / 2.0, h, w)
+                region_values[r][c].append(value)
+        region_map: list[list[float | None]] = [
+            [
+                aggregate_estimates(np.asarray(cell), self.aggregate, self.trim_fraction) if cell else None
+                for cell in row
+            ]
+            for row in region_values
+        ]
+        t4 = time.perf_counter()
+        return Prediction(
+            defocus_um=defocus,
+            confidence=confidence,
+            spread_um=spread,
+            tiles_used=int(used.size),
+            tiles_total=len(tiles),
+            tiles=tile_dicts,
+            region_map=region_map,
+            aggregate=self.aggregate,
+            runtime=self.runtime,
+            frame_shape=(h, w),
+            timings_ms={
+                "tiling": (t1 - t0) * 1e3,
+                "blank_filter": (t2 - t1) * 1e3,
+                "inference": (t3 - t2) * 1e3,
+                "aggregation": (t4 - t3) * 1e3,
+                "total": (t4 - t0) * 1e3,
+            },
+        )
+
+
+def region_of(y_px: float, x_px: float, height: int, width: int) -> tuple[int, int]:
+    """The (row, col) of the 3x3 region of a ``height x width`` frame that holds pixel (y, x)."""
+    r = min(2, int(3.0 * y_px / height))
+    c = min(2, int(3.0 * x_px / width))
+    return r, c
