@@ -1,0 +1,220 @@
+"""LDSE-NET: a lightweight densely connected network with squeeze-excitation for defocus regression.
+
+Architecture (Liu et al., "LDSE-NET", Front. Neurosci. 2023; section 3.2, figures 6-9):
+
+    input N x 3 x 224 x 224, RGB in [0, 1]
+    -> per-channel normalisation (buffers ``mean``/``std``, saved with the weights and in ONNX)
+    -> Conv 7x7, stride 2, padding 3 -> BN -> ReLU -> MaxPool 3x3, stride 2     (56 x 56)
+    -> [DenseBlock -> Transition] x (len(block_config) - 1) -> DenseBlock          (7 x 7 by default)
+    -> BN -> Tanh -> Squeeze-Excitation (Tanh gate)
+    -> global average pooling -> Linear(C, 1)  => (N,) signed defocus in um
+
+Dense layer (DenseNet-BC style, "BN, activation, conv" twice): BN -> ReLU -> Conv 1x1
+(``bn_size * growth_rate`` channels) -> BN -> Tanh -> Conv 3x3 (``growth_rate`` channels); its
+output is concatenated to its input. Transition: BN -> Tanh -> Conv 1x1 (``compression`` x channels)
+-> AvgPool 2x2 stride 2 (exactly as the paper's figure 8).
+
+Where the paper is ambiguous and what this module chooses:
+
+1. **Which activations are Tanh** ("some of the activation functions are replaced with Tanh"): the
+   activation before each dense layer's 3x3 convolution, the transitions' activation (stated in the
+   paper) and the activation before the SE module are Tanh; the bottleneck activations and the stem
+   keep ReLU (DenseNet's). Tanh keeps signed responses, which matters for a *signed* regression
+   (contrast reversal through focus carries the sign of defocus).
+2. **Number of dense blocks and layers per block** ("fewer layers than DenseNet"): four blocks,
+   so that the final map is 7 x 7 as in the paper's "7 x 7 global average pooling"; two layers per
+   block by default (DenseNet-121 has 6/12/24/16). The default (growth rate 8, stem width 16, about
+   17k parameters, a ~110 KB checkpoint) was chosen by a measured sweep on synthetic data: see
+   docs/models.md.
+3. **Bottleneck**: the paper draws one "BN, activation, conv" composite per layer; we use the
+   DenseNet-BC bottleneck (``bn_size``; ``bn_size=0`` gives the single 3x3 composite).
+4. **SE gate**: the paper replaces SE's sigmoid by Tanh but multiplies features by the gate, and a
+   plain tanh gate lies in (-1, 1): it can zero (or flip) channels, and at initialisation (gate near
+   0) it would wipe the features and the gradient with them. We use ``gate = 1 + tanh(.)`` in (0, 2):
+   identity at initialisation (residual-style recalibration), still Tanh-shaped, never flips a sign.
+   SE reduction ratio: 4 (channels are few; the usual 16 would leave one or two hidden units).
+5. **Regression head**: global average pooling then a single Linear to one output (the paper's
+   "fully connected + regression layer"); no hidden FC layer, which keeps the model at KB size.
+6. **Normalisation**: the paper does not say; we use per-channel mean/std buffers (defaults 0.5 /
+   0.25, set from the training data by the trainer) so a checkpoint or ONNX file is self-contained.
+7. **Output scale**: the regression target is defocus in um directly (|z| <= 10), no rescaling.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from models.errors import ModelInputError
+
+DEFAULT_BLOCK_CONFIG: tuple[int, ...] = (2, 2, 2, 2)
+INPUT_SIZE: int = 224
+
+
+def check_model_input(x: object, size: int = INPUT_SIZE) -> None:
+    """Raise ModelInputError unless ``x`` is a float32 tensor of shape (N, 3, size, size), N >= 1.
+
+    Shared by every model in the registry so that callers get the same clear message.
+    """
+    if not isinstance(x, Tensor):
+        raise ModelInputError(f"model input must be a torch.Tensor, got {type(x).__name__}")
+    if x.dtype != torch.float32:
+        raise ModelInputError(
+            f"model input must be float32 RGB in [0, 1], got dtype {x.dtype} "
+            "(convert uint8 images with x.float() / 255)"
+        )
+    if x.dim() != 4 or x.shape[1] != 3 or x.shape[2] != size or x.shape[3] != size:
+        raise ModelInputError(f"model input must have shape (N, 3, {size}, {size}), got {tuple(x.shape)}")
+
+
+class DenseLayer(nn.Module):
+    """One dense layer: [BN-ReLU-Conv1x1] -> BN-Tanh-Conv3x3, output concatenated to the input."""
+
+    def __init__(self, in_channels: int, growth_rate: int, bn_size: int) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        mid = in_channels
+        if bn_size > 0:
+            mid = bn_size * growth_rate
+            layers += [
+                nn.BatchNorm2d(in_channels),
+                nn.ReLU(inplace=True),
+                nn.Conv2d(in_channels, mid, kernel_size=1, bias=False),
+            ]
+        layers += [
+            nn.BatchNorm2d(mid),
+            nn.Tanh(),
+            nn.Conv2d(mid, growth_rate, kernel_size=3, padding=1, bias=False),
+        ]
+        self.body = nn.Sequential(*layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.cat([x, self.body(x)], dim=1)
+
+
+class DenseBlock(nn.Sequential):
+    """``num_layers`` dense layers; output channels = in + num_layers * growth_rate."""
+
+    def __init__(self, num_layers: int, in_channels: int, growth_rate: int, bn_size: int) -> None:
+        super().__init__(
+            *[DenseLayer(in_channels + i * growth_rate, growth_rate, bn_size) for i in range(num_layers)]
+        )
+
+
+class Transition(nn.Sequential):
+    """BN -> Tanh -> Conv 1x1 -> AvgPool 2x2 (paper, figure 8): halves the map, compresses channels."""
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__(
+            nn.BatchNorm2d(in_channels),
+            nn.Tanh(),
+            nn.Conv2d(in_channels, out_channels, kernel_size=1, bias=False),
+            nn.AvgPool2d(kernel_size=2, stride=2),
+        )
+
+
+class TanhSqueezeExcite(nn.Module):
+    """Squeeze-excitation with a Tanh gate: x * (1 + tanh(W2 relu(W1 gap(x)))) (see choice 4 above)."""
+
+    def __init__(self, channels: int, reduction: int) -> None:
+        super().__init__()
+        hidden = max(1, channels // reduction)
+        self.fc1 = nn.Conv2d(channels, hidden, kernel_size=1)
+        self.act = nn.ReLU(inplace=True)
+        self.fc2 = nn.Conv2d(hidden, channels, kernel_size=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        s = x.mean(dim=(2, 3), keepdim=True)
+        s = self.fc2(self.act(self.fc1(s)))
+        return x * (1.0 + torch.tanh(s))
+
+
+class LDSENet(nn.Module):
+    """LDSE-NET defocus regressor: (N, 3, 224, 224) float32 RGB in [0, 1] -> (N,) defocus in um.
+
+    Args:
+        growth_rate: channels each dense layer adds.
+        block_config: dense layers per block; one transition between consecutive blocks.
+        stem_channels: output channels of the 7x7 stem convolution.
+        bn_size: bottleneck width multiplier (``bn_size * growth_rate``); 0 disables the bottleneck.
+        compression: transition output channels = floor(compression * input channels), in (0, 1].
+        se_reduction: SE hidden units = channels // se_reduction.
+        mean, std: per-channel input normalisation (RGB), stored as buffers.
+    """
+
+    def __init__(
+        self,
+        growth_rate: int = 8,
+        block_config: tuple[int, ...] | list[int] = DEFAULT_BLOCK_CONFIG,
+        stem_channels: int = 16,
+        bn_size: int = 2,
+        compression: float = 0.5,
+        se_reduction: int = 4,
+        mean: tuple[float, float, float] | list[float] = (0.5, 0.5, 0.5),
+        std: tuple[float, float, float] | list[float] = (0.25, 0.25, 0.25),
+    ) -> None:
+        super().__init__()
+        _check_positive_int("growth_rate", growth_rate)
+        _check_positive_int("stem_channels", stem_channels)
+        _check_positive_int("se_reduction", se_reduction)
+        if not isinstance(bn_size, int) or bn_size < 0:
+            raise ValueError(f"bn_size must be an int >= 0 (0 = no bottleneck), got {bn_size!r}")
+        if not block_config or any(not isinstance(n, int) or n < 1 for n in block_config):
+            raise ValueError(f"block_config must be a non-empty sequence of ints >= 1, got {block_config!r}")
+        if not 0.0 < float(compression) <= 1.0:
+            raise ValueError(f"compression must be in (0, 1], got {compression!r}")
+        if len(mean) != 3 or len(std) != 3 or any(s <= 0 for s in std):
+            raise ValueError(f"mean and std need 3 values (RGB), std > 0; got mean={mean!r}, std={std!r}")
+
+        self.register_buffer("mean", torch.tensor([float(m) for m in mean]).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor([float(s) for s in std]).view(1, 3, 1, 1))
+
+        self.stem = nn.Sequential(
+            nn.Conv2d(3, stem_channels, kernel_size=7, stride=2, padding=3, bias=False),
+            nn.BatchNorm2d(stem_channels),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(kernel_size=3, stride=2, padding=1),
+        )
+        stages: list[nn.Module] = []
+        channels = stem_channels
+        for i, num_layers in enumerate(block_config):
+            stages.append(DenseBlock(num_layers, channels, growth_rate, bn_size))
+            channels += num_layers * growth_rate
+            if i < len(block_config) - 1:
+                out = max(1, int(channels * compression))
+                stages.append(Transition(channels, out))
+                channels = out
+        self.features = nn.Sequential(*stages)
+        self.final = nn.Sequential(nn.BatchNorm2d(channels), nn.Tanh())
+        self.se = TanhSqueezeExcite(channels, se_reduction)
+        self.head = nn.Linear(channels, 1)
+        self.num_features = channels
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Linear):
+                nn.init.zeros_(m.bias)
+        # the SE gate starts as identity (1 + tanh(0) = 1)
+        nn.init.zeros_(self.se.fc2.weight)
+        nn.init.zeros_(self.se.fc2.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        check_model_input(x)
+        x = (x - self.mean) / self.std
+        x = self.features(self.stem(x))
+        x = self.se(self.final(x))
+        x = x.mean(dim=(2, 3))
+        return self.head(x).squeeze(1)
+
+
+def _check_positive_int(name: str, value: object) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name} must be an int >= 1, got {value!r}")
