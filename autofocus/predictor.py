@@ -306,8 +306,8 @@ class Predictor:
         return cls(_OnnxRuntime(onnx_path, threads), meta, source=str(ckpt_path), **tuning)
 
     # -- input -----------------------------------------------------------------------------
-    def _to_unit_float(self, frame: np.ndarray, bit_depth: int | None) -> np.ndarray:
-        """Validate and convert a frame to ``H x W x 3 float32`` in [0, 1]."""
+    def _check_frame(self, frame: np.ndarray) -> np.ndarray:
+        """Validate a frame; mono (``HxW`` or ``HxWx1``) is replicated to ``HxWx3``."""
         if not isinstance(frame, np.ndarray):
             raise ModelInputError(f"frame must be a numpy array, got {type(frame).__name__}")
         if frame.ndim == 3 and frame.shape[2] == 1:
@@ -323,8 +323,7 @@ class Predictor:
             )
         if frame.dtype not in (np.uint8, np.uint16):
             raise ModelInputError(f"frame dtype must be uint8 or uint16, got {frame.dtype}")
-        # uint8 / (2^8 - 1); uint16 / (2^bit_depth - 1), default 16 bits; values above it are refused.
-        return to_unit_float(frame, bit_depth)
+        return frame
 
     # -- prediction ------------------------------------------------------------------------
     def predict(self, frame: np.ndarray, bit_depth: int | None = None) -> Prediction:
@@ -333,10 +332,11 @@ class Predictor:
         ``bit_depth`` gives the significant bits of a ``uint16`` frame (default 16).
         """
         t0 = time.perf_counter()
-        unit = self._to_unit_float(frame, bit_depth)
-        h, w = unit.shape[:2]
+        frame = self._check_frame(frame)
+        h, w = frame.shape[:2]
         tiles = tile_grid(h, w, size=self.patch_size)
-        patches = extract_tiles(unit, tiles)
+        # Cut the integer tiles first, then scale only them: margins are never converted.
+        patches = to_unit_float(extract_tiles(frame, tiles), bit_depth)
         t1 = time.perf_counter()
         blank = np.asarray(blank_mask(patches), dtype=bool).reshape(-1)
         t2 = time.perf_counter()

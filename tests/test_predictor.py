@@ -1,0 +1,239 @@
+"""Predictor: tiling geometry, blank filter use, aggregation/confidence maths, runtimes, input checks.
+
+The network is the bundled checkpoint (trained or the untrained placeholder: these tests check
+the pipeline around the network, which is the same for both); expected values are recomputed
+here from the network and numpy, independently of ``autofocus.predictor``.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+
+from autofocus.predictor import Predictor, aggregate_estimates, compute_confidence
+from models.checkpoint import bundled_checkpoint_path, load_checkpoint
+from models.errors import ModelInputError
+
+
+def busy_image(height: int, width: int, seed: int = 0) -> np.ndarray:
+    """A uint8 RGB frame full of cell-like blobs (smoothed noise with contrast): no tile is blank."""
+    rng = np.random.default_rng(seed)
+    noise = rng.random((height, width)).astype(np.float32)
+    smooth = cv2.GaussianBlur(noise, (0, 0), 4.0)
+    smooth = (smooth - smooth.mean()) / smooth.std()
+    rgb = np.stack([0.6 + 0.15 * smooth, 0.5 + 0.2 * smooth, 0.7 + 0.1 * smooth], axis=2)
+    return np.clip(rgb * 255.0, 0, 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def predictor() -> Predictor:
+    return Predictor.from_checkpoint(None, runtime="torch", threads=1)
+
+
+@pytest.fixture(scope="module")
+def network():
+    return load_checkpoint(bundled_checkpoint_path()).model.eval()
+
+
+def net_on(network, patches_u8: np.ndarray) -> np.ndarray:
+    """The network applied directly to ``N x 224 x 224 x 3`` uint8 patches (reference values)."""
+    x = torch.from_numpy(patches_u8.astype(np.float32) / 255.0).permute(0, 3, 1, 2).contiguous()
+    with torch.no_grad():
+        return network(x).reshape(-1).double().numpy()
+
+
+# -- tiling -------------------------------------------------------------------------------------
+def test_full_frame_tiling_geometry_and_blank_frame(predictor: Predictor) -> None:
+    frame = np.full((1944, 2592, 3), 180, dtype=np.uint8)  # featureless: every tile blank
+    pred = predictor.predict(frame)
+    assert pred.tiles_total == 88 and pred.tiles_used == 0
+    assert pred.defocus_um is None and pred.confidence == 0.0 and pred.spread_um is None
+    rows = sorted({t["row"] for t in pred.tiles})
+    cols = sorted({t["col"] for t in pred.tiles})
+    assert rows == list(range(8)) and cols == list(range(11))
+    for t in pred.tiles:
+        assert t["y0"] == 76 + 224 * t["row"] and t["x0"] == 64 + 224 * t["col"] and t["size"] == 224
+        assert t["blank"] is True and t["defocus_um"] is None
+    # margins: 64 px left and right, 76 px top and bottom
+    assert min(t["x0"] for t in pred.tiles) == 64
+    assert 2592 - max(t["x0"] + 224 for t in pred.tiles) == 64
+    assert min(t["y0"] for t in pred.tiles) == 76
+    assert 1944 - max(t["y0"] + 224 for t in pred.tiles) == 76
+    assert pred.region_map == [[None] * 3 for _ in range(3)]
+
+
+def test_odd_sized_frame_grid_is_centred(predictor: Predictor) -> None:
+    frame = busy_image(500, 700)
+    pred = predictor.predict(frame)
+    assert pred.tiles_total == 2 * 3
+    expected = {(26 + 224 * r, 14 + 224 * c) for r in range(2) for c in range(3)}
+    assert {(t["y0"], t["x0"]) for t in pred.tiles} == expected
+
+
+# -- blank filter, aggregation, region map -----------------------------------------------------------
+def test_half_blank_frame_uses_only_busy_tiles(predictor: Predictor, network) -> None:
+    frame = busy_image(448, 672, seed=1)
+    frame[:, 336:] = 200  # right half featureless: tiles whose area lies there are blank
+    pred = predictor.predict(frame)
+    by_pos = {(t["row"], t["col"]): t for t in pred.tiles}
+    assert by_pos[(0, 0)]["blank"] is False and by_pos[(1, 0)]["blank"] is False
+    assert by_pos[(0, 2)]["blank"] is True and by_pos[(1, 2)]["blank"] is True
+    used = [t for t in pred.tiles if not t["blank"]]
+    assert pred.tiles_used == len(used) and 2 <= len(used) <= 4
+
+    patches = np.stack([frame[t["y0"] : t["y0"] + 224, t["x0"] : t["x0"] + 224] for t in used])
+    expected = net_on(network, patches)
+    got = np.array([t["defocus_um"] for t in used])
+    np.testing.assert_allclose(got, expected, atol=1e-4)
+    assert pred.defocus_um == pytest.approx(expected.mean(), abs=1e-4)
+    assert pred.spread_um == pytest.approx(expected.std(), abs=1e-4)
+
+    coverage = min(1.0, (len(used) / 6) / 0.25)
+    agreement = 1.0 / (1.0 + (expected.std() / (1.0 + 0.25 * abs(expected.mean()))) ** 2)
+    assert pred.confidence == pytest.approx(coverage * agreement, abs=1e-4)
+
+    # region map: tile centres of a 672x448 frame fall in region (row, col) = (3 * cy // 448, 3 * cx // 672)
+    cells: dict[tuple[int, int], list[float]] = {}
+    for t, value in zip(used, expected, strict=True):
+        cy, cx = t["y0"] + 112, t["x0"] + 112
+        cells.setdefault((int(3 * cy // 448), int(3 * cx // 672)), []).append(value)
+    for r in range(3):
+        for c in range(3):
+            if (r, c) in cells:
+                assert pred.region_map[r][c] == pytest.approx(np.mean(cells[(r, c)]), abs=1e-4)
+            else:
+                assert pred.region_map[r][c] is None
+    d = pred.to_dict()
+    assert d["tiles_used"] == len(used) and len(d["tiles"]) == 6 and d["runtime"] == "torch"
+
+
+@pytest.mark.parametrize("method", ["mean", "median", "trimmed"])
+def test_aggregate_estimates_matches_reference(method: str) -> None:
+    rng = np.random.default_rng(3)
+    values = np.concatenate([rng.normal(2.0, 0.3, size=37), [15.0, -12.0, 9.0]])
+    reference = {
+        "mean": float(np.mean(values)),
+        "median": float(np.median(values)),
+        "trimmed": float(stats.trim_mean(values, 0.2)),
+    }[method]
+    assert aggregate_estimates(values, method, 0.2) == pytest.approx(reference, rel=1e-12)
+
+
+def test_robust_aggregates_resist_outliers() -> None:
+    values = np.array([1.0] * 9 + [40.0])
+    assert aggregate_estimates(values, "mean") == pytest.approx(4.9)
+    assert aggregate_estimates(values, "median") == pytest.approx(1.0)
+    assert aggregate_estimates(values, "trimmed", 0.1) == pytest.approx(1.0)
+
+
+def test_aggregate_rejects_bad_input() -> None:
+    with pytest.raises(ValueError, match="aggregate"):
+        aggregate_estimates(np.ones(3), "mode")
+    with pytest.raises(ValueError, match="empty"):
+        aggregate_estimates(np.array([]), "mean")
+    with pytest.raises(ValueError, match="trim_fraction"):
+        aggregate_estimates(np.ones(3), "trimmed", 0.5)
+
+
+def test_confidence_formula_and_bounds() -> None:
+    # all tiles, perfect agreement -> 1
+    assert compute_confidence(3.0, 0.0, 88, 88) == 1.0
+    # no tiles -> 0
+    assert compute_confidence(0.0, 0.0, 0, 88) == 0.0
+    # 11 of 88 tiles (12.5 %) -> coverage 0.5; spread 1 um at 0 um defocus -> agreement 0.5
+    assert compute_confidence(0.0, 1.0, 11, 88) == pytest.approx(0.25)
+    # at 8 um the tolerance is 1 + 0.25 * 8 = 3 um: spread 3 -> agreement 0.5
+    assert compute_confidence(-8.0, 3.0, 88, 88) == pytest.approx(0.5)
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        n_total = int(rng.integers(1, 100))
+        c = compute_confidence(
+            float(rng.normal(0, 8)), float(abs(rng.normal(0, 3))), int(rng.integers(0, n_total + 1)), n_total
+        )
+        assert 0.0 <= c <= 1.0
+
+
+def test_median_predictor_aggregates_with_median(network) -> None:
+    median_predictor = Predictor.from_checkpoint(None, runtime="torch", threads=1, aggregate="median")
+    pred = median_predictor.predict(busy_image(448, 448, 2))
+    values = np.array([t["defocus_um"] for t in pred.tiles if not t["blank"]])
+    assert pred.aggregate == "median" and pred.defocus_um == pytest.approx(float(np.median(values)))
+
+
+# -- input handling -----------------------------------------------------------------------------------
+def test_uint16_mono_and_bit_depth_give_the_same_numbers(predictor: Predictor) -> None:
+    rgb8 = busy_image(448, 448, seed=4)
+    base = predictor.predict(rgb8)
+    as16 = predictor.predict(rgb8.astype(np.uint16) * 257)  # x * 257 / 65535 == x / 255
+    assert as16.defocus_um == pytest.approx(base.defocus_um, abs=1e-4)
+    as12 = predictor.predict((rgb8.astype(np.int32) * 4095 // 255).astype(np.uint16), bit_depth=12)
+    assert as12.defocus_um == pytest.approx(base.defocus_um, abs=0.05)
+    mono = rgb8[:, :, 1]
+    mono_pred = predictor.predict(mono)
+    rep_pred = predictor.predict(np.repeat(mono[:, :, None], 3, axis=2))
+    assert mono_pred.defocus_um == pytest.approx(rep_pred.defocus_um, abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("frame", "match"),
+    [
+        (np.zeros((223, 400, 3), np.uint8), "at least 224x224"),
+        (np.zeros((300, 300, 3), np.float32), "uint8 or uint16"),
+        (np.zeros((300, 300, 4), np.uint8), "HxWx3"),
+        ([[1, 2], [3, 4]], "numpy array"),
+    ],
+)
+def test_bad_frames_are_refused_clearly(predictor: Predictor, frame: object, match: str) -> None:
+    with pytest.raises(ModelInputError, match=match):
+        predictor.predict(frame)  # type: ignore[arg-type]
+
+
+def test_bad_settings_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="runtime"):
+        Predictor.from_checkpoint(None, runtime="tensorrt")
+    with pytest.raises(ValueError, match="threads"):
+        Predictor.from_checkpoint(None, threads=0)
+    with pytest.raises(ValueError, match="aggregate"):
+        Predictor.from_checkpoint(None, aggregate="mode")
+    with pytest.raises(FileNotFoundError):
+        Predictor.from_checkpoint(tmp_path / "missing.pt")
+
+
+# -- ONNX Runtime -----------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_onnx_export_cached_and_equal_to_torch(predictor: Predictor, tmp_path: Path) -> None:
+    onnx_pred = Predictor.from_checkpoint(None, runtime="onnx", threads=1, cache_dir=tmp_path)
+    cached = list(tmp_path.glob("*.onnx"))
+    assert len(cached) == 1
+    mtime = cached[0].stat().st_mtime_ns
+    again = Predictor.from_checkpoint(None, runtime="onnx", threads=1, cache_dir=tmp_path)  # reuses the cache
+    assert cached[0].stat().st_mtime_ns == mtime and again.runtime == "onnx"
+
+    frame = busy_image(448, 672, seed=5)
+    frame[:224, :224] = 90
+    a, b = predictor.predict(frame), onnx_pred.predict(frame)
+    assert b.runtime == "onnx" and a.tiles_used == b.tiles_used
+    for ta, tb in zip(a.tiles, b.tiles, strict=True):
+        assert ta["blank"] == tb["blank"]
+        if not ta["blank"]:
+            assert tb["defocus_um"] == pytest.approx(ta["defocus_um"], abs=1e-3)
+    assert b.defocus_um == pytest.approx(a.defocus_um, abs=1e-3)
+    assert b.confidence == pytest.approx(a.confidence, abs=1e-3)
+
+
+def test_shipped_onnx_loads_with_its_metadata() -> None:
+    shipped = bundled_checkpoint_path().with_suffix(".onnx")
+    if not shipped.is_file():
+        pytest.skip(f"no shipped ONNX file at {shipped}")
+    p = Predictor.from_checkpoint(shipped, runtime="onnx", threads=1)
+    assert p.meta["patch_size"] == 224 and p.runtime == "onnx"
+    pred = p.predict(busy_image(224, 224, seed=6))
+    assert pred.tiles_total == 1 and math.isfinite(pred.defocus_um or math.nan)
+    with pytest.raises(ValueError, match="runtime='onnx'"):
+        Predictor.from_checkpoint(shipped, runtime="torch")
