@@ -72,9 +72,9 @@ def to_gray(frame: np.ndarray, roi: Roi | None = None) -> np.ndarray:
 
 
 def variance_of_laplacian(frame: np.ndarray, roi: Roi | None = None) -> float:
-    """Variance of the 3x3 Laplacian (Pech-Pacheco et al. 2000): edge energy."""
+    """Variance of the 4-neighbour Laplacian (Pech-Pacheco et al. 2000): edge energy."""
     gray = to_gray(frame, roi)
-    lap = cv2.Laplacian(gray, cv2.CV_32F, ksize=3, borderType=cv2.BORDER_REFLECT)
+    lap = cv2.Laplacian(gray, cv2.CV_32F, ksize=1, borderType=cv2.BORDER_REFLECT)
     return float(lap.astype(np.float64).var())
 
 
@@ -114,12 +114,15 @@ def fft_bandpass(
     low_cutoff_percent: float = 2.5,
     high_cutoff_percent: float = 14.0,
 ) -> float:
-    """Share of spectral power in a mid-frequency band, after OughtaFocus's "FFTBandpass".
+    """Mid-frequency contrast energy, after OughtaFocus's "FFTBandpass" score.
 
     The cut-offs are radial spatial frequencies in percent of the sampling frequency
     (cycles per pixel x 100; Nyquist is 50 %), Micro-Manager's defaults 2.5 % and 14 %. The
     grey image is mean-subtracted and Hann-windowed (so the frame border adds no false
-    edges); the score is band power / total power without DC, in [0, 1].
+    edges); the score is the variance of the band-passed image divided by the squared mean
+    intensity (Parseval), so it does not depend on illumination and falls as blur removes
+    the band. (A ratio band / total power would *rise* under slight blur, because blur removes
+    the frequencies above the band first.)
     """
     if not 0.0 <= low_cutoff_percent < high_cutoff_percent <= 50.0 * np.sqrt(2.0):
         raise ValueError(
@@ -128,9 +131,11 @@ def fft_bandpass(
         )
     gray = to_gray(frame, roi).astype(np.float64)
     h, w = gray.shape
-    gray -= gray.mean()
-    gray *= np.outer(np.hanning(h), np.hanning(w))
-    power = np.abs(np.fft.rfft2(gray)) ** 2
+    mean = float(gray.mean())
+    if mean <= 0.0:
+        return 0.0
+    window = np.outer(np.hanning(h), np.hanning(w))
+    power = np.abs(np.fft.rfft2((gray - mean) * window)) ** 2
     fy = np.fft.fftfreq(h)[:, None]
     fx = np.fft.rfftfreq(w)[None, :]
     radius_percent = 100.0 * np.sqrt(fy * fy + fx * fx)
@@ -139,13 +144,11 @@ def fft_bandpass(
     weight[0] = 1.0
     if w % 2 == 0:
         weight[-1] = 1.0
-    power *= weight[None, :]
-    power[0, 0] = 0.0
-    total = float(power.sum())
-    if total <= 0.0:
-        return 0.0
     band = (radius_percent >= low_cutoff_percent) & (radius_percent <= high_cutoff_percent)
-    return float(power[band].sum() / total)
+    band_power = float((power * weight[None, :])[band].sum())
+    # Parseval: sum |F|^2 = N * sum |x|^2, so this is the band's windowed variance / mean^2.
+    variance = band_power / (h * w * float((window**2).sum()))
+    return variance / (mean * mean)
 
 
 Measure = Callable[..., float]
