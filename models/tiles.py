@@ -1,0 +1,216 @@
+"""Tiling of camera frames into 224x224 patches, and the discriminant that drops blank patches.
+
+The paper (LDSE-NET, section 3.1) splits a wide-field frame into 224 x 224 tiles, predicts the
+defocus of each and averages the predictions of the tiles that are not "mostly blank area".
+``tile_grid`` gives the tile positions (the same grid for training data and for prediction),
+``extract_tiles`` cuts them out, ``to_unit_float`` scales integer frames to [0, 1] by bit depth,
+and ``blank_mask`` is the discriminant.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import numpy as np
+
+from models.errors import ModelInputError
+
+__all__ = [
+    "BLOCK_PX",
+    "MIN_CONTENT_FRACTION",
+    "MIN_CONTRAST",
+    "NOISE_K",
+    "TILE_SIZE",
+    "Tile",
+    "blank_mask",
+    "content_fraction",
+    "extract_tiles",
+    "tile_grid",
+    "to_unit_float",
+]
+
+TILE_SIZE = 224
+
+# Discriminant settings (see ``blank_mask``).
+BLOCK_PX = 4  # block-mean size: averages noise down, keeps cells (tens of pixels across)
+NOISE_K = 5.0  # a block counts as content when it differs from the background by NOISE_K noise sigmas
+MIN_CONTRAST = 0.004  # ... and by at least this much (about 1 grey level of 8 bits): noise-free images
+CORRELATED_NOISE_FACTOR = 2.0  # block-scale noise may exceed the white-noise prediction by this factor,
+BLOCK_NOISE_CAP = 0.006  # ... or reach this level (JPEG removes pixel-scale noise but keeps block-scale noise)
+MIN_CONTENT_FRACTION = 0.01  # a patch with less content than this fraction of its area is blank
+
+
+class Tile(NamedTuple):
+    """One tile of a frame: grid ``row``/``col`` and its top-left pixel ``(y0, x0)``."""
+
+    row: int
+    col: int
+    y0: int
+    x0: int
+    size: int
+
+
+def tile_grid(height: int, width: int, size: int = TILE_SIZE) -> list[Tile]:
+    """Full ``size x size`` tiles covering a ``height x width`` frame, the grid centred in it.
+
+    ``height // size`` rows and ``width // size`` columns; the left-over margins are split evenly
+    (the extra pixel of an odd margin goes to the bottom/right), so 2592 x 1944 gives 11 x 8
+    tiles with margins of 64 px left and right and 76 px top and bottom. Row-major order.
+    """
+    for label, value in (("height", height), ("width", width), ("size", size)):
+        if isinstance(value, bool) or not isinstance(value, int | np.integer):
+            raise ModelInputError(f"tile_grid: {label} must be an integer, got {value!r}")
+    if size <= 0:
+        raise ModelInputError(f"tile_grid: size must be positive, got {size}")
+    if height < size or width < size:
+        raise ModelInputError(
+            f"tile_grid: a {height}x{width} frame holds no {size}x{size} tile; frames must be at least {size}x{size}"
+        )
+    rows, cols = int(height) // size, int(width) // size
+    top, left = (int(height) - rows * size) // 2, (int(width) - cols * size) // 2
+    return [Tile(r, c, top + r * size, left + c * size, int(size)) for r in range(rows) for c in range(cols)]
+
+
+def extract_tiles(frame: np.ndarray, tiles: list[Tile]) -> np.ndarray:
+    """Stack the ``tiles`` of an ``H x W x C`` frame into an ``N x size x size x C`` array (a copy)."""
+    if not isinstance(frame, np.ndarray) or frame.ndim != 3:
+        raise ModelInputError(f"extract_tiles: expected an H x W x C array, got {_describe(frame)}")
+    if not tiles:
+        return np.empty((0, 0, 0, frame.shape[2]), dtype=frame.dtype)
+    size = tiles[0].size
+    out = np.empty((len(tiles), size, size, frame.shape[2]), dtype=frame.dtype)
+    for i, t in enumerate(tiles):
+        if t.size != size:
+            raise ModelInputError("extract_tiles: all tiles must have the same size")
+        if t.y0 < 0 or t.x0 < 0 or t.y0 + size > frame.shape[0] or t.x0 + size > frame.shape[1]:
+            raise ModelInputError(f"extract_tiles: tile {t} lies outside the {frame.shape[0]}x{frame.shape[1]} frame")
+        out[i] = frame[t.y0 : t.y0 + size, t.x0 : t.x0 + size]
+    return out
+
+
+def to_unit_float(image: np.ndarray, bit_depth: int | None = None) -> np.ndarray:
+    """Scale a ``uint8``/``uint16`` image to ``float32`` in [0, 1] by its bit depth.
+
+    ``bit_depth`` (1..16) is the number of significant bits, e.g. 12 for a 12-bit camera that
+    delivers ``uint16``; ``None`` means the full range of the dtype (8 or 16). A value above the
+    bit depth's maximum is an error rather than being clipped.
+    """
+    if not isinstance(image, np.ndarray) or image.dtype not in (np.uint8, np.uint16):
+        raise ModelInputError(f"to_unit_float: expected a uint8 or uint16 array, got {_describe(image)}")
+    full_bits = 8 if image.dtype == np.uint8 else 16
+    bits = full_bits if bit_depth is None else bit_depth
+    if isinstance(bits, bool) or not isinstance(bits, int) or not 1 <= bits <= full_bits:
+        raise ModelInputError(
+            f"to_unit_float: bit_depth must be an integer 1..{full_bits} for {image.dtype}, got {bit_depth!r}"
+        )
+    max_value = (1 << bits) - 1
+    if bits < full_bits and image.size and int(image.max()) > max_value:
+        raise ModelInputError(
+            f"to_unit_float: image holds values up to {int(image.max())}, above the {bits}-bit maximum {max_value}"
+        )
+    return image.astype(np.float32) * np.float32(1.0 / max_value)
+
+
+def _describe(value: object) -> str:
+    if isinstance(value, np.ndarray):
+        return f"an array of shape {value.shape} and dtype {value.dtype}"
+    return f"{type(value).__name__}"
+
+
+def _check_patches(patches: np.ndarray) -> np.ndarray:
+    if not isinstance(patches, np.ndarray) or patches.ndim != 4 or patches.shape[3] != 3:
+        raise ModelInputError(f"blank_mask: expected N x H x W x 3 float32 patches in [0, 1], got {_describe(patches)}")
+    if not np.issubdtype(patches.dtype, np.floating):
+        raise ModelInputError(
+            f"blank_mask: patches must be float32 in [0, 1], got dtype {patches.dtype}; scale integer frames with "
+            "to_unit_float first"
+        )
+    if patches.shape[1] < 4 * BLOCK_PX or patches.shape[2] < 4 * BLOCK_PX:
+        raise ModelInputError(f"blank_mask: patches of {patches.shape[1]}x{patches.shape[2]} are too small (min 16x16)")
+    if patches.size:
+        lo, hi = float(patches.min()), float(patches.max())
+        if not (math.isfinite(lo) and math.isfinite(hi)) or lo < 0.0 or hi > 1.0:
+            raise ModelInputError(f"blank_mask: patch values must lie in [0, 1], got the range [{lo:g}, {hi:g}]")
+    return patches.astype(np.float32, copy=False)
+
+
+def _plane_design(height: int, width: int) -> np.ndarray:
+    """``P x 3`` design matrix ``[1, u, v]`` of a background plane over a ``height x width`` grid."""
+    v, u = np.meshgrid(np.linspace(-1.0, 1.0, height), np.linspace(-1.0, 1.0, width), indexing="ij")
+    return np.stack([np.ones(height * width), u.ravel(), v.ravel()], axis=1).astype(np.float64)
+
+
+def content_fraction(patches: np.ndarray) -> np.ndarray:
+    """Fraction (0..1) of each patch's area that differs from its background by more than noise.
+
+    See ``blank_mask`` for the rule; returned so callers can log or tune the discriminant.
+    """
+    x = _check_patches(patches)
+    n, h, w, _ = x.shape
+    if n == 0:
+        return np.zeros(0, dtype=np.float64)
+    gray = x.mean(axis=3, dtype=np.float32)
+
+    # Pixel noise (Immerkaer 1996): the 3x3 "difference of Laplacians" kernel [1,-2,1] x [1,-2,1]
+    # passes almost nothing of optically band-limited structure (the objectives oversample) but
+    # multiplies white noise by 6; the median makes it robust to the few sharp edges.
+    d2x = gray[:, :, :-2] - 2.0 * gray[:, :, 1:-1] + gray[:, :, 2:]
+    lap = d2x[:, :-2, :] - 2.0 * d2x[:, 1:-1, :] + d2x[:, 2:, :]
+    sigma_px = np.median(np.abs(lap.reshape(n, -1)), axis=1) / (6.0 * 0.6745)
+
+    # Block means: noise falls by BLOCK_PX for white noise; cells (tens of pixels) stay.
+    hb, wb = h // BLOCK_PX, w // BLOCK_PX
+    blocks = gray[:, : hb * BLOCK_PX, : wb * BLOCK_PX].reshape(n, hb, BLOCK_PX, wb, BLOCK_PX).mean(axis=(2, 4))
+    sigma_white = sigma_px / BLOCK_PX
+    # Correlated noise (JPEG, demosaicing) averages down less; measure it at block scale too,
+    # but never let structure inflate it beyond max(CORRELATED_NOISE_FACTOR x the white
+    # prediction, BLOCK_NOISE_CAP).
+    d2x_b = blocks[:, :, :-2] - 2.0 * blocks[:, :, 1:-1] + blocks[:, :, 2:]
+    lap_b = d2x_b[:, :-2, :] - 2.0 * d2x_b[:, 1:-1, :] + d2x_b[:, 2:, :]
+    sigma_block = np.median(np.abs(lap_b.reshape(n, -1)), axis=1) / (6.0 * 0.6745)
+    cap = np.maximum(CORRELATED_NOISE_FACTOR * sigma_white, BLOCK_NOISE_CAP)
+    sigma = np.maximum(sigma_white, np.minimum(sigma_block, cap))
+    threshold = np.maximum(NOISE_K * sigma, MIN_CONTRAST)[:, None]
+
+    # Background: a plane (illumination gradients, vignetting), fitted to all blocks, then refitted
+    # to the blocks the first fit calls background.
+    a = _plane_design(hb, wb)
+    b = blocks.reshape(n, -1).astype(np.float64)
+    coef = b @ np.linalg.pinv(a).T  # N x 3
+    resid = b - coef @ a.T
+    inlier = (np.abs(resid) <= threshold).astype(np.float64)
+    ata = np.einsum("pi,np,pj->nij", a, inlier, a)
+    atb = np.einsum("pi,np->ni", a, inlier * b)
+    solvable = inlier.sum(axis=1) >= 0.1 * a.shape[0]
+    if solvable.any():
+        ata_s = ata[solvable] + 1e-9 * np.eye(3)
+        coef[solvable] = np.linalg.solve(ata_s, atb[solvable][:, :, None])[:, :, 0]
+    resid = b - coef @ a.T
+    return (np.abs(resid) > threshold).mean(axis=1)
+
+
+def blank_mask(patches: np.ndarray) -> np.ndarray:
+    """The discriminant: ``True`` for each patch that is mostly background (blank).
+
+    ``patches``: ``N x H x W x 3`` float32 in [0, 1] (use ``to_unit_float`` on camera frames).
+
+    Rule, per patch, on the mean of the three channels:
+      1. pixel noise sigma from the median absolute response of the 3x3 kernel
+         ``[1,-2,1] x [1,-2,1]`` (Immerkaer's estimator; optics band-limit the image, so this
+         kernel sees almost only noise);
+      2. the patch is averaged in ``BLOCK_PX x BLOCK_PX`` = 4 x 4 blocks; the block-scale noise is
+         ``sigma / 4``, raised to what the same estimator measures on the blocks (correlated
+         noise: JPEG, demosaicing), but at most to ``max(2 x sigma / 4, BLOCK_NOISE_CAP = 0.006)``
+         so that fine structure cannot pass itself off as noise;
+      3. the background is a plane fitted to the blocks (robustly: refitted to the blocks within
+         the threshold), which absorbs illumination gradients and vignetting;
+      4. a block is content when it differs from the background by more than
+         ``max(NOISE_K * sigma_block, MIN_CONTRAST)`` = ``max(5 sigma, 0.004)``;
+      5. the patch is blank when less than ``MIN_CONTENT_FRACTION`` = 1 % of its blocks are content.
+
+    A defocused cell is a smooth blob far above block noise, and a faint unstained cell near focus
+    still differs from the background by several block sigmas over tens of blocks, so both are
+    kept; empty background, noisy or not, has essentially no block beyond 5 sigma and is dropped.
+    """
+    return content_fraction(patches) < MIN_CONTENT_FRACTION

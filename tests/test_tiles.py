@@ -1,0 +1,141 @@
+"""Tiling and the blank-patch discriminant (models.tiles)."""
+
+from __future__ import annotations
+
+import itertools
+
+import cv2
+import numpy as np
+import pytest
+
+from models.errors import ModelInputError
+from models.tiles import blank_mask, content_fraction, extract_tiles, tile_grid, to_unit_float
+
+RNG_SEED = 1234
+
+
+def _noisy(image: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
+    return np.clip(image + rng.normal(0.0, sigma, image.shape), 0.0, 1.0).astype(np.float32)
+
+
+def _background(level: float = 0.8, gradient: float = 0.0) -> np.ndarray:
+    xx = np.arange(224, dtype=np.float64)[None, :, None] / 224.0
+    return np.broadcast_to(level + gradient * xx, (224, 224, 3)).copy()
+
+
+def _cells(contrast: float, blur_px: float = 0.0) -> np.ndarray:
+    """Background with two round cells that are ``contrast`` darker (a faint unstained cell is ~0.02)."""
+    img = _background()
+    yy, xx = np.mgrid[:224, :224]
+    for cy, cx, r in ((80, 90, 28), (150, 160, 22)):
+        img[(yy - cy) ** 2 + (xx - cx) ** 2 < r**2] -= contrast
+    if blur_px:
+        img = cv2.GaussianBlur(img, (0, 0), blur_px)
+    return img
+
+
+def _jpeg(image: np.ndarray, quality: int) -> np.ndarray:
+    ok, buf = cv2.imencode(".jpg", (image * 255).round().astype(np.uint8), [cv2.IMWRITE_JPEG_QUALITY, quality])
+    assert ok
+    return cv2.imdecode(buf, cv2.IMREAD_COLOR).astype(np.float32) / 255.0
+
+
+def test_tile_grid_full_frame_is_11_by_8_and_centred() -> None:
+    grid = tile_grid(1944, 2592)
+    assert len(grid) == 88
+    assert {t.row for t in grid} == set(range(8)) and {t.col for t in grid} == set(range(11))
+    left, top = grid[0].x0, grid[0].y0
+    right = 2592 - (grid[-1].x0 + 224)
+    bottom = 1944 - (grid[-1].y0 + 224)
+    assert abs(left - right) <= 1 and abs(top - bottom) <= 1
+    # tiles abut without overlap and in row-major order
+    for a, b in itertools.pairwise(grid):
+        if a.row == b.row:
+            assert b.x0 - a.x0 == 224
+        else:
+            assert (b.row, b.col) == (a.row + 1, 0) and b.y0 - a.y0 == 224
+
+
+def test_tile_grid_exact_and_odd_sizes() -> None:
+    assert tile_grid(224, 224) == [(0, 0, 0, 0, 224)]
+    grid = tile_grid(449, 673)  # 2 x 3 tiles, odd margins 1 and 1
+    assert len(grid) == 6 and grid[0].y0 == 0 and grid[0].x0 == 0
+
+
+@pytest.mark.parametrize(("h", "w", "size"), [(223, 500, 224), (500, 100, 224), (500, 500, 0)])
+def test_tile_grid_refuses_impossible_grids(h: int, w: int, size: int) -> None:
+    with pytest.raises(ModelInputError, match="tile"):
+        tile_grid(h, w, size)
+
+
+def test_tile_grid_refuses_non_integers() -> None:
+    with pytest.raises(ModelInputError, match="height must be an integer"):
+        tile_grid(224.0, 224)  # type: ignore[arg-type]
+
+
+def test_extract_tiles_copies_the_right_pixels() -> None:
+    frame = np.arange(500 * 700 * 3, dtype=np.uint16).reshape(500, 700, 3) % 4096
+    grid = tile_grid(500, 700)
+    cut = extract_tiles(frame, grid)
+    assert cut.shape == (len(grid), 224, 224, 3) and cut.dtype == np.uint16
+    t = grid[-1]
+    np.testing.assert_array_equal(cut[-1], frame[t.y0 : t.y0 + 224, t.x0 : t.x0 + 224])
+
+
+def test_to_unit_float_scales_by_bit_depth() -> None:
+    img = np.array([[[0, 2048, 4095]]], dtype=np.uint16)
+    np.testing.assert_allclose(to_unit_float(img, 12)[0, 0], [0.0, 2048 / 4095, 1.0], rtol=1e-6)
+    np.testing.assert_allclose(to_unit_float(np.array([[[255, 0, 51]]], np.uint8))[0, 0], [1.0, 0.0, 0.2], rtol=1e-6)
+    with pytest.raises(ModelInputError, match="above the 12-bit maximum 4095"):
+        to_unit_float(np.array([[[5000, 0, 0]]], dtype=np.uint16), 12)
+    with pytest.raises(ModelInputError, match="uint8 or uint16"):
+        to_unit_float(np.zeros((2, 2, 3), np.float32))
+
+
+def test_blank_patches_are_blank_even_noisy_tilted_and_jpeg() -> None:
+    rng = np.random.default_rng(RNG_SEED)
+    patches = [
+        _background(),  # noise-free
+        _noisy(_background(), 0.01, rng),
+        _noisy(_background(), 0.04, rng),  # very noisy
+        _noisy(_background(0.6, gradient=0.08), 0.01, rng),  # illumination gradient / vignetting
+        _jpeg(_noisy(_background(), 0.015, rng), 75),  # MJPG camera: noise smeared into 8x8 blocks
+        _noisy(_background(0.02), 0.003, rng),  # dark frame
+    ]
+    mask = blank_mask(np.stack(patches).astype(np.float32))
+    assert mask.tolist() == [True] * len(patches), content_fraction(np.stack(patches).astype(np.float32))
+
+
+def test_busy_and_faint_and_defocused_patches_are_kept() -> None:
+    rng = np.random.default_rng(RNG_SEED)
+    texture = cv2.GaussianBlur(rng.normal(0.0, 1.0, (224, 224)), (0, 0), 1.5)
+    tissue = np.clip(0.5 + 0.15 * texture[:, :, None] / texture.std() * np.array([1.0, 0.7, 0.9]), 0, 1)
+    patches = [
+        _noisy(tissue, 0.01, rng),  # dense stained tissue, fine texture everywhere
+        _noisy(_cells(0.02), 0.01, rng),  # faint unstained cells near focus (2 % contrast)
+        _noisy(_cells(0.05, blur_px=12.0), 0.02, rng),  # strongly defocused cells: smooth blobs
+        _jpeg(_noisy(_cells(0.03, blur_px=3.0), 0.01, rng), 80),
+    ]
+    mask = blank_mask(np.stack(patches).astype(np.float32))
+    assert mask.tolist() == [False] * len(patches), content_fraction(np.stack(patches).astype(np.float32))
+
+
+def test_a_single_small_speck_does_not_make_a_patch_busy() -> None:
+    img = _background()
+    img[100:104, 100:104] -= 0.3  # dust: 16 pixels, far below 1 % of the area
+    assert blank_mask(img[None].astype(np.float32)).tolist() == [True]
+
+
+def test_blank_mask_bad_inputs_say_what_is_allowed() -> None:
+    good = np.full((2, 224, 224, 3), 0.5, np.float32)
+    with pytest.raises(ModelInputError, match=r"dtype uint8.*to_unit_float"):
+        blank_mask((good * 255).astype(np.uint8))
+    with pytest.raises(ModelInputError, match="N x H x W x 3"):
+        blank_mask(good[..., 0])
+    with pytest.raises(ModelInputError, match=r"\[0, 1\]"):
+        blank_mask(good * 3)
+    with pytest.raises(ModelInputError, match=r"\[0, 1\]"):
+        bad = good.copy()
+        bad[0, 0, 0, 0] = np.nan
+        blank_mask(bad)
+    assert blank_mask(np.empty((0, 224, 224, 3), np.float32)).shape == (0,)
