@@ -96,9 +96,7 @@ class DenseBlock(nn.Sequential):
     """``num_layers`` dense layers; output channels = in + num_layers * growth_rate."""
 
     def __init__(self, num_layers: int, in_channels: int, growth_rate: int, bn_size: int) -> None:
-        super().__init__(
-            *[DenseLayer(in_channels + i * growth_rate, growth_rate, bn_size) for i in range(num_layers)]
-        )
+        super().__init__(*[DenseLayer(in_channels + i * growth_rate, growth_rate, bn_size) for i in range(num_layers)])
 
 
 class Transition(nn.Sequential):
