@@ -1,0 +1,119 @@
+"""Focus lock: a job that keeps correcting drift until DELETE /focus-lock (or any cancel)."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Any
+
+import pydantic.dataclasses as pdc
+from fastapi import APIRouter, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from autofocus.focuslock import FocusLock, FocusLockOptions
+from drivers.errors import CancelledError
+from service.deps import ReadAccess, State, WriteAccess
+from service.errors import problem_responses
+from service.jobs import Job, JobFailedError
+from service.routers.autofocus import JOB_CREATED_DOCS, accepted
+from service.routers.system import focus_lock_state
+from service.schemas import FocusLockState, JobOut
+from service.state import ServiceState, finite
+
+__all__ = ["FocusLockOptionsIn", "FocusLockRequest", "router"]
+
+router = APIRouter(prefix="/focus-lock", tags=["focus lock"])
+
+
+@pdc.dataclass(config=ConfigDict(extra="forbid"))
+class FocusLockOptionsIn(FocusLockOptions):
+    """``autofocus.focuslock.FocusLockOptions``; unknown option names are refused (422)."""
+
+
+class FocusLockRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    options: FocusLockOptionsIn = Field(default_factory=FocusLockOptionsIn, description="lock options")
+    duration_s: Annotated[float | None, Field(gt=0, le=7 * 24 * 3600)] = Field(
+        default=None, description="end the lock after this long; None: until DELETE /focus-lock"
+    )
+
+
+def _sleeper(state: ServiceState, job: Job) -> Any:
+    """Wall-clock waits that end early on cancel; simulated time passes along (drift)."""
+    scope = state.simulator
+
+    def sleep(seconds: float) -> None:
+        t0 = time.monotonic()
+        job.cancel_token.wait(seconds)
+        if scope is not None and not scope.realtime:
+            scope.advance(time.monotonic() - t0)
+
+    return sleep
+
+
+@router.post(
+    "",
+    status_code=202,
+    response_model=JobOut,
+    summary="Start the focus lock as a job (corrects drift every interval_s)",
+    dependencies=[WriteAccess],
+    responses={**JOB_CREATED_DOCS, **problem_responses(401, 409, 422)},
+)
+def start_focus_lock(request: FocusLockRequest, response: Response, state: State) -> dict[str, Any]:
+    options = request.options
+    duration_s = request.duration_s
+
+    def work(job: Job) -> dict[str, Any]:
+        lock = FocusLock(
+            state.camera,
+            state.hardware.focus_stage,
+            state.predictor,
+            options,
+            clock=time.monotonic,
+            sleep=_sleeper(state, job),
+        )
+
+        def on_update(update: dict[str, Any]) -> None:
+            safe = finite(update)
+            with job._cond:
+                job.progress = safe
+            job.emit("progress", safe)
+
+        result = finite(lock.run(job.cancel_token, on_update, duration_s=duration_s))
+        if job.cancel_token.cancelled:
+            raise JobFailedError(CancelledError(f"focus lock ended: {job.cancel_token.reason}"), result)
+        return result
+
+    def finish(job: Job, result: dict[str, Any] | None, error: BaseException | None) -> None:
+        if state.focus_lock_job_id == job.id:
+            state.focus_lock_job_id = None
+
+    job = state.jobs.start("focus-lock", {"options": finite(vars(options)), "duration_s": duration_s}, work, finish)
+    state.focus_lock_job_id = job.id
+    return accepted(response, job)
+
+
+@router.get(
+    "",
+    response_model=FocusLockState,
+    summary="Whether the focus lock runs, and its job",
+    dependencies=[ReadAccess],
+    responses=problem_responses(401),
+)
+def get_focus_lock(state: State) -> dict[str, Any]:
+    return focus_lock_state(state)
+
+
+@router.delete(
+    "",
+    response_model=FocusLockState,
+    summary="Stop the focus lock (no effect when it is not running)",
+    dependencies=[WriteAccess],
+    responses=problem_responses(401),
+)
+def stop_focus_lock(state: State) -> dict[str, Any]:
+    job_id = state.focus_lock_job_id
+    if job_id is not None:
+        job = state.jobs.cancel(job_id, "stopped by DELETE /focus-lock")
+        job.wait(5.0)
+    return focus_lock_state(state)
