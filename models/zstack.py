@@ -279,6 +279,12 @@ class ZStackWriter:
         """Keys of the planes written so far (committed or not)."""
         return frozenset(self._keys)
 
+    @property
+    def stacks(self) -> dict[str, StackInfo]:
+        """The stacks recorded so far (a resumed run reuses their ``focus_z_um``)."""
+        where = str(self.path)
+        return {name: StackInfo.from_json(name, data, where) for name, data in self._manifest["stacks"].items()}
+
     def has_plane(self, key: str) -> bool:
         return key in self._keys
 
