@@ -1,0 +1,1 @@
+"""Controller emulators for the serial driver tests."""
