@@ -81,7 +81,7 @@ class AutofocusOptions:
     min_confidence: float = 0.3
     verify: bool = True
     min_move_um: float = 0.05
-    measure: str = "normalized_variance"
+    measure: str = "tenengrad"
     search_range_um: float = 20.0
     tolerance_um: float = 0.3
     coarse_step_um: float | None = None

@@ -1,0 +1,245 @@
+"""Focus lock: keep a specimen in focus over a long time-lapse by correcting drift.
+
+Each step predicts the defocus of one frame (snapped here, or the time-lapse frame the caller
+already has: ``step(frame)`` then costs no extra exposure) and corrects it:
+
+* a **dead band**: estimates with ``|defocus| <= dead_band_um`` cause no move (no dithering on
+  noise);
+* a **rate limit**: one step moves at most ``max_correction_um`` (large jumps are more often a
+  bad estimate than real drift; a real step change is caught up over a few steps);
+* ``gain`` scales the correction (1 = full correction);
+* **reliability**: an estimate is unreliable when the frame is blank or its confidence is below
+  ``min_confidence``. After ``pause_after`` unreliable estimates in a row the lock pauses
+  (``state == "paused_unreliable"``, ``reason`` says why) and moves nothing; it keeps
+  predicting and resumes after ``resume_after`` reliable estimates in a row;
+* a correction the stage would refuse (soft limits, max step) is not made: the lock stops
+  (``state == "stopped"``) with the ``LimitError`` message as its reason;
+* any error stops the stage, then the lock (reason: the error), and is re-raised.
+
+Time goes through the injected ``clock`` and ``sleep``: with the simulator pass
+``clock=lambda: scope.time_s, sleep=scope.advance`` and an 8-hour lock runs in minutes.
+Corrections go straight to the target (no backlash approach): they are small and frequent, and
+what backlash leaves is measured and corrected by the next step.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+from autofocus.cancel import CancelToken
+from autofocus.routines import FramePredictor
+from drivers.base import Camera, FocusStage
+from drivers.errors import LimitError
+
+__all__ = ["LOCK_STATES", "FocusLock", "FocusLockOptions"]
+
+LockState = Literal["running", "paused_unreliable", "stopped"]
+LOCK_STATES: tuple[str, ...] = ("running", "paused_unreliable", "stopped")
+
+
+@dataclass
+class FocusLockOptions:
+    """Settings of a focus lock (see the module docstring for what each does)."""
+
+    interval_s: float = 60.0
+    dead_band_um: float = 0.2
+    max_correction_um: float = 2.0
+    gain: float = 1.0
+    min_confidence: float = 0.3
+    pause_after: int = 2
+    resume_after: int = 2
+    bit_depth: int | None = None
+    history_length: int = 10_000
+
+    def __post_init__(self) -> None:
+        for name in ("interval_s", "max_correction_um"):
+            value = getattr(self, name)
+            if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be a positive number, got {value!r}")
+        if not (math.isfinite(self.dead_band_um) and self.dead_band_um >= 0):
+            raise ValueError(f"dead_band_um must be >= 0, got {self.dead_band_um!r}")
+        if not (math.isfinite(self.gain) and 0 < self.gain <= 1.5):
+            raise ValueError(f"gain must be in (0, 1.5], got {self.gain!r}")
+        if not 0.0 <= self.min_confidence <= 1.0:
+            raise ValueError(f"min_confidence must be in [0, 1], got {self.min_confidence!r}")
+        for name in ("pause_after", "resume_after", "history_length"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+
+
+class FocusLock:
+    """Drift correction loop. Call ``start()`` then ``step()`` per frame, or ``run()`` for a timed loop."""
+
+    def __init__(
+        self,
+        camera: Camera,
+        stage: FocusStage,
+        predictor: FramePredictor,
+        options: FocusLockOptions | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.camera = camera
+        self.stage = stage
+        self.predictor = predictor
+        self.options = options or FocusLockOptions()
+        self._clock = clock
+        self._sleep = sleep
+        self.state: LockState = "stopped"
+        self.reason = "not started"
+        self.frames_snapped = 0
+        self.steps = 0
+        self.corrections = 0
+        self.history: deque[dict[str, Any]] = deque(maxlen=self.options.history_length)
+        self._unreliable_run = 0
+        self._reliable_run = 0
+        self._needs_flush = True
+
+    # -- state --------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Begin (or restart after a stop) locking; counters of reliability start afresh."""
+        self.state = "running"
+        self.reason = "started"
+        self._unreliable_run = 0
+        self._reliable_run = 0
+
+    def stop(self, reason: str = "stopped on request") -> None:
+        self.state = "stopped"
+        self.reason = reason
+
+    def status(self) -> dict[str, Any]:
+        """JSON-friendly summary: state, reason, counters and the last update."""
+        return {
+            "state": self.state,
+            "reason": self.reason,
+            "steps": self.steps,
+            "frames_snapped": self.frames_snapped,
+            "corrections": self.corrections,
+            "last": self.history[-1] if self.history else None,
+        }
+
+    # -- one step -----------------------------------------------------------------------------
+    def step(self, frame: np.ndarray | None = None) -> dict[str, Any]:
+        """Predict on ``frame`` (``None``: snap one) and correct; return the update record."""
+        if self.state == "stopped":
+            raise RuntimeError(f"focus lock is stopped ({self.reason}); call start() first")
+        try:
+            return self._step(frame)
+        except BaseException as exc:
+            try:
+                self.stage.stop()
+            except Exception as stop_exc:
+                exc.add_note(f"stopping the stage after the error failed too: {stop_exc!r}")
+            self.stop(f"error: {type(exc).__name__}: {exc}")
+            raise
+
+    def _step(self, frame: np.ndarray | None) -> dict[str, Any]:
+        o = self.options
+        source = "given"
+        if frame is None:
+            if self._needs_flush:
+                self.camera.flush()
+                self._needs_flush = False
+            frame = self.camera.snap()
+            self.frames_snapped += 1
+            source = "snapped"
+        self.steps += 1
+        pred = self.predictor.predict(frame, bit_depth=o.bit_depth)
+        z_before = self.stage.z_um
+        reliable = pred.tiles_used > 0 and pred.defocus_um is not None and pred.confidence >= o.min_confidence
+        moved_um = 0.0
+        rate_limited = False
+        if not reliable:
+            self._unreliable_run += 1
+            self._reliable_run = 0
+            why = (
+                "blank frame"
+                if pred.tiles_used == 0
+                else f"confidence {pred.confidence:.2f} < min_confidence {o.min_confidence:.2f}"
+            )
+            if self.state == "running" and self._unreliable_run >= o.pause_after:
+                self.state = "paused_unreliable"
+                self.reason = f"{self._unreliable_run} unreliable estimates in a row (last: {why})"
+        else:
+            self._reliable_run += 1
+            self._unreliable_run = 0
+            if self.state == "paused_unreliable" and self._reliable_run >= o.resume_after:
+                self.state = "running"
+                self.reason = f"resumed after {self._reliable_run} reliable estimates"
+            if self.state == "running" and abs(pred.defocus_um) > o.dead_band_um:
+                correction = o.gain * pred.defocus_um
+                if abs(correction) > o.max_correction_um:
+                    correction = math.copysign(o.max_correction_um, correction)
+                    rate_limited = True
+                dz = self.stage.direction * correction
+                try:
+                    self.stage.check_move_to(z_before + dz)
+                except LimitError as exc:
+                    self.stop(f"correction refused: {exc}")
+                else:
+                    self.stage.move_by(dz)
+                    self._needs_flush = True
+                    self.corrections += 1
+                    moved_um = correction
+        update = {
+            "time_s": self._clock(),
+            "z_um": z_before,
+            "defocus_um": pred.defocus_um,
+            "confidence": float(pred.confidence),
+            "tiles_used": int(pred.tiles_used),
+            "reliable": bool(reliable),
+            "correction_um": moved_um,
+            "rate_limited": rate_limited,
+            "frame": source,
+            "state": self.state,
+            "reason": self.reason,
+        }
+        self.history.append(update)
+        return update
+
+    # -- timed loop ---------------------------------------------------------------------------
+    def run(
+        self,
+        cancel: CancelToken | None = None,
+        on_update: Callable[[dict[str, Any]], None] | None = None,
+        *,
+        duration_s: float | None = None,
+        poll_s: float = 0.5,
+    ) -> dict[str, Any]:
+        """Step every ``interval_s`` until cancelled, stopped, or ``duration_s`` has passed.
+
+        Waits go through the injected ``sleep`` in slices of at most ``poll_s`` so a cancel is
+        seen within ``poll_s``. Returns ``status()`` at the end; the lock is then stopped.
+        """
+        cancel = cancel or CancelToken()
+        self.start()
+        t_start = self._clock()
+        next_t = t_start
+        while True:
+            while not cancel.cancelled:
+                remaining = next_t - self._clock()
+                if remaining <= 0:
+                    break
+                self._sleep(min(remaining, poll_s))
+            if cancel.cancelled:
+                self.stop(f"cancelled: {cancel.reason}")
+                break
+            if duration_s is not None and self._clock() - t_start > duration_s:
+                self.stop("duration reached")
+                break
+            update = self.step()
+            if on_update is not None:
+                on_update(update)
+            if self.state == "stopped":
+                break
+            next_t += self.options.interval_s
+        return self.status()
