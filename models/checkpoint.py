@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
-import zipfile
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -115,8 +113,10 @@ def load_checkpoint(path: str | os.PathLike[str] | None = None, *, map_location:
         raise FileNotFoundError(f"checkpoint not found: {path}")
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
-    except (RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile, EOFError, ValueError) as exc:
-        raise CheckpointError(f"{path} is not a readable checkpoint (corrupt or truncated?): {exc}") from exc
+    except Exception as exc:  # torch.load raises many types (IndexError, UnpicklingError, ...) for damaged files
+        raise CheckpointError(
+            f"{path} is not a readable checkpoint (corrupt or truncated?): {type(exc).__name__}: {exc}"
+        ) from exc
     if not isinstance(payload, dict):
         raise CheckpointError(f"{path} holds a {type(payload).__name__}, not an {FORMAT} dict")
     missing = [k for k in _REQUIRED_KEYS if k not in payload]

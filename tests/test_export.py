@@ -1,0 +1,78 @@
+"""ONNX export: matches torch, has a dynamic batch axis, carries the meta; the bundled ONNX matches its .pt."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+from models import build_model
+from models.checkpoint import Checkpoint, bundled_checkpoint_path, load_checkpoint
+from models.export import INPUT_NAME, OPSET, OUTPUT_NAME, ExportError, export_onnx, read_onnx_meta, verify_onnx
+
+META = {
+    "patch_size": 224,
+    "z_range_um": [-10.0, 10.0],
+    "objective": "20x/0.75",
+    "pixel_size_um": 0.1725,
+    "z_reference": "physical_focal_plane",
+    "data": {},
+    "metrics": {},
+    "version": "test",
+}
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[Checkpoint, Path]:
+    torch.manual_seed(0)
+    model = build_model("ldsenet", growth_rate=4, stem_channels=8, block_config=[1, 1]).eval()
+    ckpt = Checkpoint(model=model, name="ldsenet", config={"growth_rate": 4}, meta=META)
+    path = export_onnx(ckpt, tmp_path_factory.mktemp("onnx") / "m.onnx")
+    return ckpt, path
+
+
+@pytest.mark.slow
+def test_onnx_matches_torch_with_dynamic_batch(exported: tuple[Checkpoint, Path]) -> None:
+    ckpt, path = exported
+    proto = onnx.load(str(path))
+    assert max(op.version for op in proto.opset_import if op.domain in ("", "ai.onnx")) >= 17
+    assert OPSET >= 17
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for n in (1, 5):
+        x = torch.rand(n, 3, 224, 224)
+        (got,) = session.run([OUTPUT_NAME], {INPUT_NAME: x.numpy()})
+        with torch.no_grad():
+            want = ckpt.model(x).numpy()
+        assert got.shape == (n,)
+        assert np.max(np.abs(got - want)) < 1e-4
+    assert verify_onnx(ckpt, path, batch_sizes=(2, 7)) < 1e-4
+    assert read_onnx_meta(path) == META
+
+
+@pytest.mark.slow
+def test_verify_detects_a_different_model(exported: tuple[Checkpoint, Path]) -> None:
+    _ckpt, path = exported
+    other = build_model("ldsenet", growth_rate=4, stem_channels=8, block_config=[1, 1]).eval()
+    with torch.no_grad():
+        other.head.bias.fill_(5.0)
+    with pytest.raises(ExportError, match="differ by"):
+        verify_onnx(Checkpoint(other, "ldsenet", {}, META), path)
+
+
+def test_bundled_onnx_matches_bundled_checkpoint() -> None:
+    onnx_path = bundled_checkpoint_path().with_suffix(".onnx")
+    ckpt = load_checkpoint()
+    assert onnx_path.is_file()
+    assert read_onnx_meta(onnx_path) == ckpt.meta  # exported from this very checkpoint
+    assert verify_onnx(ckpt, onnx_path, batch_sizes=(2,)) < 1e-3
+
+
+def test_meta_missing_is_reported(tmp_path: Path) -> None:
+    graph = onnx.helper.make_graph([], "empty", [], [])
+    onnx.save(onnx.helper.make_model(graph), tmp_path / "plain.onnx")
+    with pytest.raises(ExportError, match="no 'ldse_meta'"):
+        read_onnx_meta(tmp_path / "plain.onnx")
