@@ -48,6 +48,7 @@ __all__ = [
     "common_z_reference",
     "find_datasets",
     "open_datasets",
+    "read_image_file",
 ]
 
 FORMAT = "ldse-zstack"
@@ -204,7 +205,7 @@ class ZStackWriter:
         *,
         z_reference: str,
         objective: str,
-        pixel_size_um: float,
+        pixel_size_um: float | None,
         bit_depth: int,
         source: Mapping[str, Any] | None = None,
         resume: bool = False,
@@ -213,9 +214,9 @@ class ZStackWriter:
         self.path = Path(path)
         self.autocommit = autocommit
         z_reference = check_z_reference(z_reference)
-        pixel_size = _finite("pixel_size_um", pixel_size_um)
-        if pixel_size is None or pixel_size <= 0:
-            raise DatasetError(f"pixel_size_um must be positive, got {pixel_size_um!r}")
+        pixel_size = _finite("pixel_size_um", pixel_size_um, optional=True)
+        if pixel_size is not None and pixel_size <= 0:
+            raise DatasetError(f"pixel_size_um must be positive (or None when unknown), got {pixel_size_um!r}")
         if isinstance(bit_depth, bool) or not isinstance(bit_depth, int) or not 1 <= bit_depth <= 16:
             raise DatasetError(f"bit_depth must be an integer 1..16, got {bit_depth!r}")
         if not isinstance(objective, str) or not objective:
@@ -317,21 +318,8 @@ class ZStackWriter:
         if self.autocommit:
             self.commit()
 
-    def write_plane(
-        self,
-        image: np.ndarray,
-        *,
-        key: str,
-        stack: str,
-        defocus_um: float,
-        z_um: float | None = None,
-        x_um: float | None = None,
-        y_um: float | None = None,
-        time_s: float | None = None,
-        exposure_ms: float | None = None,
-    ) -> PlaneRecord:
-        """Write one plane atomically and record it (``set_stack`` must have named ``stack``)."""
-        image = _check_image(image, f"plane {key!r}")
+    def _check_new_plane(self, image: np.ndarray, key: str, stack: str) -> None:
+        """Refuse a duplicate key, an unknown stack, or a shape/dtype/bit depth that does not match."""
         if not isinstance(key, str) or not key:
             raise DatasetError(f"plane key must be a non-empty string, got {key!r}")
         if key in self._keys:
@@ -352,38 +340,30 @@ class ZStackWriter:
             raise DatasetError(f"plane {key!r}: uint8 data cannot carry the dataset's bit_depth {bits}")
         if bits < image.dtype.itemsize * 8 and int(image.max()) >= (1 << bits):
             raise DatasetError(f"plane {key!r}: values up to {int(image.max())} exceed the dataset's bit_depth {bits}")
-        defocus = _finite("defocus_um", defocus_um)
-        index = len(self._planes)
-        rel = f"{PLANES_DIR}/{index:06d}.ome.tif"
-        target = self.path / rel
-        tmp = target.with_name(f".{target.name}.tmp")
-        metadata: dict[str, Any] = {
-            "axes": "YXS",
-            "PhysicalSizeX": self._manifest["pixel_size_um"],
-            "PhysicalSizeXUnit": "µm",
-            "PhysicalSizeY": self._manifest["pixel_size_um"],
-            "PhysicalSizeYUnit": "µm",
-        }
-        if z_um is not None:
-            metadata["Plane"] = {"PositionZ": [float(z_um)], "PositionZUnit": ["µm"]}
-        try:
-            tifffile.imwrite(tmp, image, photometric="rgb", ome=True, metadata=metadata)
-            os.replace(tmp, target)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+
+    def _append(
+        self,
+        *,
+        file: str,
+        key: str,
+        stack: str,
+        defocus_um: float,
+        z_um: float | None,
+        x_um: float | None,
+        y_um: float | None,
+        time_s: float | None,
+        exposure_ms: float | None,
+    ) -> PlaneRecord:
         record = PlaneRecord(
-            index=index,
+            index=len(self._planes),
             key=key,
-            file=rel,
+            file=file,
             stack=stack,
-            defocus_um=float(defocus),  # type: ignore[arg-type]
+            defocus_um=defocus_um,
             z_um=_finite("z_um", z_um, optional=True),
             x_um=_finite("x_um", x_um, optional=True),
             y_um=_finite("y_um", y_um, optional=True),
-            time_s=_finite("time_s", time_s, optional=True)
-            if time_s is not None
-            else (datetime.now(UTC) - self._created).total_seconds(),
+            time_s=_finite("time_s", time_s, optional=True),
             timestamp=_now_iso(),
             exposure_ms=_finite("exposure_ms", exposure_ms, optional=True),
         )
@@ -392,6 +372,79 @@ class ZStackWriter:
         if self.autocommit:
             self.commit()
         return record
+
+    def write_plane(
+        self,
+        image: np.ndarray,
+        *,
+        key: str,
+        stack: str,
+        defocus_um: float,
+        z_um: float | None = None,
+        x_um: float | None = None,
+        y_um: float | None = None,
+        time_s: float | None = None,
+        exposure_ms: float | None = None,
+    ) -> PlaneRecord:
+        """Write one plane atomically and record it (``set_stack`` must have named ``stack``).
+
+        ``time_s`` defaults to the wall-clock seconds since the dataset was created.
+        """
+        image = _check_image(image, f"plane {key!r}")
+        defocus = float(_finite("defocus_um", defocus_um))  # type: ignore[arg-type]
+        self._check_new_plane(image, key, stack)
+        rel = f"{PLANES_DIR}/{len(self._planes):06d}.ome.tif"
+        target = self.path / rel
+        tmp = target.with_name(f".{target.name}.tmp")
+        metadata: dict[str, Any] = {"axes": "YXS"}
+        if self._manifest["pixel_size_um"] is not None:
+            metadata.update(
+                PhysicalSizeX=self._manifest["pixel_size_um"],
+                PhysicalSizeXUnit="µm",
+                PhysicalSizeY=self._manifest["pixel_size_um"],
+                PhysicalSizeYUnit="µm",
+            )
+        if z_um is not None:
+            metadata["Plane"] = {"PositionZ": [float(z_um)], "PositionZUnit": ["µm"]}
+        try:
+            tifffile.imwrite(tmp, image, photometric="rgb", ome=True, metadata=metadata)
+            os.replace(tmp, target)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        if time_s is None:
+            time_s = (datetime.now(UTC) - self._created).total_seconds()
+        return self._append(
+            file=rel, key=key, stack=stack, defocus_um=defocus, z_um=z_um, x_um=x_um, y_um=y_um,
+            time_s=time_s, exposure_ms=exposure_ms,
+        )
+
+    def reference_file(
+        self,
+        file: str | os.PathLike[str],
+        *,
+        key: str,
+        stack: str,
+        defocus_um: float,
+        z_um: float | None = None,
+        x_um: float | None = None,
+        y_um: float | None = None,
+    ) -> PlaneRecord:
+        """Record an existing image file as a plane without copying it (importers).
+
+        The file is decoded once here (``read_image_file``) to check it; the manifest stores its
+        path relative to the dataset folder when it lies inside it, else its absolute path.
+        """
+        path = Path(file).resolve()
+        image = read_image_file(path)
+        defocus = float(_finite("defocus_um", defocus_um))  # type: ignore[arg-type]
+        self._check_new_plane(image, key, stack)
+        root = self.path.resolve()
+        stored = str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
+        return self._append(
+            file=stored, key=key, stack=stack, defocus_um=defocus, z_um=z_um, x_um=x_um, y_um=y_um,
+            time_s=None, exposure_ms=None,
+        )
 
     def commit(self, *, complete: bool | None = None) -> None:
         """Rewrite the manifest atomically; ``complete=True`` marks a finished acquisition."""
@@ -438,7 +491,7 @@ class ZStackDataset:
         self.manifest: dict[str, Any] = manifest
         self.dataset_id = str(manifest["dataset_id"])
         self.objective = str(manifest["objective"])
-        self.pixel_size_um = float(manifest["pixel_size_um"])
+        self.pixel_size_um = None if manifest["pixel_size_um"] is None else float(manifest["pixel_size_um"])
         self.bit_depth = int(manifest["bit_depth"])
         self.complete = bool(manifest.get("complete", False))
         self.source: dict[str, Any] = dict(manifest.get("source") or {})
@@ -467,13 +520,10 @@ class ZStackDataset:
     def read_plane(self, plane: int | PlaneRecord) -> np.ndarray:
         """Decode one plane: ``H x W x 3`` in the dataset's dtype; checks shape and dtype."""
         record = self.planes[plane] if isinstance(plane, int) else plane
-        file = self.path / record.file
+        file = self.path / record.file  # an absolute record.file replaces the folder
         if not file.is_file():
             raise DatasetError(f"{self.path}: plane file {record.file} (plane {record.key!r}) is missing")
-        try:
-            image = tifffile.imread(file)
-        except Exception as exc:  # tifffile raises many types for damaged files
-            raise DatasetError(f"{file} is not a readable TIFF ({type(exc).__name__}: {exc})") from exc
+        image = read_image_file(file)
         if image.ndim != 3 or image.shape[2] != 3 or (self.frame_shape is not None and image.shape != self.frame_shape):
             raise DatasetError(
                 f"{file}: shape {image.shape} differs from the manifest's frame_shape {self.frame_shape}"
@@ -508,6 +558,49 @@ class ZStackDataset:
             "updated": self.manifest.get("updated"),
             "source": self.source,
         }
+
+
+IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp")
+
+
+def read_image_file(path: str | os.PathLike[str]) -> np.ndarray:
+    """Decode a TIFF (tifffile) or PNG/JPEG/BMP (OpenCV) to ``H x W x 3`` RGB uint8/uint16.
+
+    Grey images are repeated into three channels and an alpha channel is dropped; anything else
+    (other dtypes, other channel counts, an undecodable file) is a ``DatasetError`` naming the file.
+    """
+    file = Path(path)
+    suffix = file.suffix.lower()
+    if suffix not in IMAGE_SUFFIXES:
+        raise DatasetError(f"{file}: unsupported image type {suffix!r}; allowed: {', '.join(IMAGE_SUFFIXES)}")
+    if not file.is_file():
+        raise DatasetError(f"{file} does not exist")
+    if suffix in (".tif", ".tiff"):
+        try:
+            image = tifffile.imread(file)
+        except Exception as exc:  # tifffile raises many types for damaged files
+            raise DatasetError(f"{file} is not a readable TIFF ({type(exc).__name__}: {exc})") from exc
+    else:
+        import cv2
+
+        image = cv2.imread(str(file), cv2.IMREAD_UNCHANGED)
+        if image is None:
+            raise DatasetError(f"{file} is not a readable {suffix[1:].upper()} image (OpenCV could not decode it)")
+        if image.ndim == 3 and image.shape[2] == 4:
+            image = cv2.cvtColor(image, cv2.COLOR_BGRA2RGB)
+        elif image.ndim == 3 and image.shape[2] == 3:
+            image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[:, :, 0]
+    if image.ndim == 2:
+        image = np.repeat(image[:, :, None], 3, axis=2)
+    elif image.ndim == 3 and image.shape[2] == 4:
+        image = image[:, :, :3]
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise DatasetError(f"{file}: shape {image.shape} is not a grey or RGB image")
+    if image.dtype not in (np.uint8, np.uint16):
+        raise DatasetError(f"{file}: dtype {image.dtype} is not supported; planes must be uint8 or uint16")
+    return np.ascontiguousarray(image)
 
 
 def find_datasets(root: str | os.PathLike[str]) -> list[Path]:
