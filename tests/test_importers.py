@@ -138,7 +138,7 @@ def test_folder_import_refusals(tmp_path: Path) -> None:
 
 
 def test_read_image_file_refuses_unsupported(tmp_path: Path) -> None:
-    with pytest.raises(DatasetError, match="unsupported image type '.gif'"):
+    with pytest.raises(DatasetError, match=r"unsupported image type '\.gif'"):
         read_image_file(tmp_path / "x.gif")
     tifffile.imwrite(tmp_path / "f.tif", np.zeros((8, 8, 3), np.float32), photometric="rgb")
     with pytest.raises(DatasetError, match="dtype float32 is not supported"):
