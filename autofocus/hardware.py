@@ -117,8 +117,9 @@ class HardwareConfig(BaseModel):
     stage_direction: Literal[1, -1] | None = Field(
         default=None, description="+1: a positive move brings the objective towards the sample; None: +1"
     )
+    # (simulated stage: None keeps the simulator's own defaults for each stage_* setting)
     stage_speed_um_s: float | None = Field(default=None, gt=0, description="sizes move timeouts")
-    stage_settle_ms: float = Field(default=0.0, ge=0)
+    stage_settle_ms: float | None = Field(default=None, ge=0, description="wait after each move; None: backend's")
 
     @field_validator("stage_limits_um")
     @classmethod
@@ -286,31 +287,23 @@ def _open_simulated(cfg: HardwareConfig) -> Hardware:
             "camera_pixel_size_um cannot be set for camera='simulated': the simulated pixel size follows "
             "from sim_objective; leave camera_pixel_size_um empty"
         )
-    scope = SimulatedMicroscope(
-        seed=cfg.sim_seed,
-        objective=cfg.sim_objective,
-        specimen=cfg.sim_specimen,
-        frame_shape=(cfg.sim_frame_height, cfg.sim_frame_width),
-        bit_depth=cfg.sim_bit_depth,
-        jpeg_quality=cfg.sim_jpeg_quality,
-        noise=cfg.sim_noise,
-        focus_offset_um=cfg.sim_focus_offset_um,
-        realtime=cfg.sim_realtime,
-    )
-    stage: FocusStage = scope.focus_stage
+    stage_options: dict[str, Any] = {}
     if cfg.stage_limits_um is not None:
-        stage.limits_um = (float(cfg.stage_limits_um[0]), float(cfg.stage_limits_um[1]))
+        stage_options["z_limits_um"] = (float(cfg.stage_limits_um[0]), float(cfg.stage_limits_um[1]))
     if cfg.stage_max_step_um is not None:
-        stage.max_step_um = float(cfg.stage_max_step_um)
+        stage_options["z_max_step_um"] = float(cfg.stage_max_step_um)
+    if cfg.stage_direction is not None:
+        stage_options["z_direction"] = int(cfg.stage_direction)
     if cfg.stage_speed_um_s is not None:
-        stage.speed_um_s = float(cfg.stage_speed_um_s)
-    if cfg.stage_settle_ms:
-        stage.settle_ms = float(cfg.stage_settle_ms)
-    if cfg.stage_direction is not None and cfg.stage_direction != stage.direction:
-        raise ConfigurationError(
-            f"stage_direction={cfg.stage_direction} contradicts the simulated microscope's direction "
-            f"{stage.direction}; leave stage_direction empty for stage='simulated'"
-        )
+        stage_options["z_speed_um_s"] = float(cfg.stage_speed_um_s)
+    if cfg.stage_settle_ms is not None:
+        stage_options["z_settle_ms"] = float(cfg.stage_settle_ms)
+    try:
+        scope = _build_simulator(SimulatedMicroscope, cfg, stage_options)
+    except ValueError as exc:  # the simulator validates its own arguments
+        raise ConfigurationError(f"simulated microscope settings (sim_*, stage_*): {exc}") from exc
+    stage: FocusStage = scope.focus_stage
+
     camera: Camera = scope.camera
     xy: XYStage | None = scope.xy_stage
     opened: list[tuple[str, Callable[[], None]]] = []
@@ -329,6 +322,21 @@ def _open_simulated(cfg: HardwareConfig) -> Hardware:
     return Hardware(config=cfg, camera=camera, focus_stage=stage, xy_stage=xy, simulator=scope)
 
 
+def _build_simulator(factory: Any, cfg: HardwareConfig, stage_options: dict[str, Any]) -> Any:
+    return factory(
+        seed=cfg.sim_seed,
+        objective=cfg.sim_objective,
+        specimen=cfg.sim_specimen,
+        frame_shape=(cfg.sim_frame_height, cfg.sim_frame_width),
+        bit_depth=cfg.sim_bit_depth,
+        jpeg_quality=cfg.sim_jpeg_quality,
+        noise=cfg.sim_noise,
+        focus_offset_um=cfg.sim_focus_offset_um,
+        realtime=cfg.sim_realtime,
+        **stage_options,
+    )
+
+
 # -- real backends ------------------------------------------------------------------------------
 def _stage_safety(cfg: HardwareConfig) -> dict[str, Any]:
     """Keyword arguments every real FocusStage takes; limits are required (no guessing)."""
@@ -344,7 +352,7 @@ def _stage_safety(cfg: HardwareConfig) -> dict[str, Any]:
         "speed_um_s": float(
             cfg.stage_speed_um_s if cfg.stage_speed_um_s is not None else DEFAULT_SPEED_UM_S[cfg.stage]
         ),
-        "settle_ms": float(cfg.stage_settle_ms),
+        "settle_ms": float(cfg.stage_settle_ms if cfg.stage_settle_ms is not None else 0.0),
     }
 
 
