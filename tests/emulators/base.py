@@ -30,17 +30,29 @@ class Motion:
         self._from_um = start_um
         self._to_um = start_um
         self._t0 = time.monotonic()
-        self.speed_um_s = speed_um_s
+        self._speed_um_s = speed_um_s
         self.travel_um = travel_um
         self.stall = False
         self._lock = threading.Lock()
+
+    @property
+    def speed_um_s(self) -> float:
+        return self._speed_um_s
+
+    @speed_um_s.setter
+    def speed_um_s(self, value: float) -> None:
+        """Change speed from now on (the distance already travelled is kept)."""
+        with self._lock:
+            self._from_um = self._now_um()
+            self._t0 = time.monotonic()
+            self._speed_um_s = value
 
     def _now_um(self) -> float:
         if self.stall:
             return self._from_um
         dt = time.monotonic() - self._t0
         span = self._to_um - self._from_um
-        travelled = dt * self.speed_um_s
+        travelled = dt * self._speed_um_s
         if travelled >= abs(span):
             return self._to_um
         return self._from_um + (travelled if span >= 0 else -travelled)
