@@ -1,0 +1,167 @@
+"""Predictor latency for one full 2592x1944 frame on 2 CPU threads: torch and ONNX Runtime.
+
+Target: the camera's frame period at 14 fps (71 ms). Prints median and p95 per runtime, the
+split between tiling, blank filter and inference, and the network's arithmetic per frame so
+the reader can see what limits it. Writes benchmarks/results/predictor.json and .png.
+
+    .venv/bin/python benchmarks/bench_predictor.py [--repeats 20] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from autofocus.predictor import Predictor  # noqa: E402
+from drivers.simulated import SimulatedMicroscope  # noqa: E402
+from models.checkpoint import load_checkpoint  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "results"
+FRAME_PERIOD_MS = 1000.0 / 14.0
+
+
+def machine(threads: int) -> dict[str, Any]:
+    cpu = platform.processor() or "unknown"
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return {
+        "cpu": cpu,
+        "cores_visible": os.cpu_count(),
+        "threads_used": threads,
+        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+        "python": platform.python_version(),
+    }
+
+
+def network_gflop_per_tile() -> float:
+    """Multiply-adds x 2 of the bundled network for one 224x224 tile (torch's FLOP counter)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = load_checkpoint().model.eval()
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        model(torch.rand(1, 3, 224, 224))
+    return counter.get_total_flops() / 1e9
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values), q))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--specimen", default="cells")
+    args = parser.parse_args()
+
+    info = machine(args.threads)
+    print(
+        f"machine: {info['cpu']}, {info['cores_visible']} cores visible, {args.threads} threads, "
+        f"load average {info['load_average_at_start']}"
+    )
+    meta = load_checkpoint().meta
+    trained = "untrained" not in str(meta.get("status", ""))
+    print(f"model: bundled checkpoint ({'trained' if trained else 'UNTRAINED placeholder'})")
+
+    scope = SimulatedMicroscope(seed=0, specimen=args.specimen)  # 20x/0.75, 2592x1944
+    scope.camera.open()
+    scope.focus_stage.open()
+    scope.focus_stage.move_to(3.0)
+    frame = scope.camera.snap()
+    print(f"frame: {frame.shape[1]}x{frame.shape[0]} {frame.dtype} ({args.specimen}, 3 um defocus)")
+
+    gflop_tile = network_gflop_per_tile()
+    results: dict[str, Any] = {
+        "machine": info,
+        "model_trained": trained,
+        "frame": [int(frame.shape[1]), int(frame.shape[0])],
+        "target_ms": round(FRAME_PERIOD_MS, 1),
+        "network_gflop_per_tile": round(gflop_tile, 3),
+        "runtimes": {},
+    }
+    for runtime in ("torch", "onnx"):
+        predictor = Predictor.from_checkpoint(None, runtime=runtime, threads=args.threads)
+        for _ in range(2):
+            predictor.predict(frame)  # warm-up (allocations, ONNX graph optimisation)
+        totals: list[float] = []
+        parts: dict[str, list[float]] = {"tiling": [], "blank_filter": [], "inference": [], "aggregation": []}
+        tiles_used = 0
+        for _ in range(args.repeats):
+            t0 = time.perf_counter()
+            pred = predictor.predict(frame)
+            totals.append((time.perf_counter() - t0) * 1e3)
+            for key in parts:
+                parts[key].append(pred.timings_ms[key])
+            tiles_used = pred.tiles_used
+        median = percentile(totals, 50)
+        inference_median = percentile(parts["inference"], 50)
+        row = {
+            "median_ms": round(median, 1),
+            "p95_ms": round(percentile(totals, 95), 1),
+            "split_median_ms": {k: round(percentile(v, 50), 1) for k, v in parts.items()},
+            "tiles_used": tiles_used,
+            "tiles_total": pred.tiles_total,
+            "inference_gflop_s": round(gflop_tile * tiles_used / (inference_median / 1e3), 1),
+            "ratio_to_target": round(median / FRAME_PERIOD_MS, 2),
+        }
+        results["runtimes"][runtime] = row
+        split = ", ".join(f"{k} {v} ms" for k, v in row["split_median_ms"].items())
+        print(
+            f"{runtime:>5}: median {row['median_ms']} ms, p95 {row['p95_ms']} ms "
+            f"({row['ratio_to_target']}x the {FRAME_PERIOD_MS:.0f} ms frame period); {split}; "
+            f"{tiles_used}/{pred.tiles_total} tiles, {row['inference_gflop_s']} GFLOP/s in the network"
+        )
+
+    best = min(results["runtimes"].items(), key=lambda kv: kv[1]["median_ms"])
+    split = best[1]["split_median_ms"]
+    limiter = max(split, key=split.get)
+    results["summary"] = (
+        f"best {best[0]} {best[1]['median_ms']} ms median vs {FRAME_PERIOD_MS:.0f} ms target; largest part: "
+        f"{limiter} ({split[limiter]} ms); network {gflop_tile:.2f} GFLOP per tile x {best[1]['tiles_used']} tiles"
+    )
+    print(results["summary"])
+
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "predictor.json").write_text(json.dumps(results, indent=2) + "\n")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    names = list(results["runtimes"])
+    left = np.zeros(len(names))
+    for part, colour in zip(
+        ("tiling", "blank_filter", "inference", "aggregation"), ("C0", "C1", "C2", "C3"), strict=True
+    ):
+        values = np.array([results["runtimes"][n]["split_median_ms"][part] for n in names])
+        ax.barh(names, values, left=left, color=colour, label=part)
+        left += values
+    ax.axvline(FRAME_PERIOD_MS, color="k", ls="--", label="14 fps frame period")
+    ax.set_xlabel("ms per 2592x1944 frame (median)")
+    ax.set_title(f"predictor latency, {args.threads} CPU threads")
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(RESULTS / "predictor.png", dpi=120)
+    print(f"wrote {RESULTS / 'predictor.json'} and predictor.png")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
