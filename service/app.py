@@ -59,7 +59,11 @@ def create_app(settings: Settings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        state = await run_in_threadpool(open_state, settings, api_key, metrics)
+        try:
+            state = await run_in_threadpool(open_state, settings, api_key, metrics)
+        except Exception as exc:
+            app.state.startup_error = exc  # `autofocus serve` reports it as a clean error
+            raise
         app.state.service = state
         try:
             yield
@@ -76,6 +80,7 @@ def create_app(settings: Settings) -> FastAPI:
         redoc_url=None,
     )
     app.state.service = None
+    app.state.startup_error = None
     install_error_handlers(app)
     for module in (system, stage, autofocus, focus_lock, datasets, jobs, runs, camera, web):
         app.include_router(module.router)
@@ -118,12 +123,11 @@ def _polish_openapi(schema: dict[str, Any], read_requires_key: bool) -> dict[str
             for code, response in responses.items():
                 if not code.isdigit() or int(code) < 400:
                     continue
-                content = response.get("content", {})
-                json_body = content.get("application/json")
-                ref = (json_body or {}).get("schema", {}).get("$ref", "")
-                if json_body is not None and (ref.endswith("/Problem") or ref.endswith("/HTTPValidationError")):
+                # FastAPI files the model under the route's media type (JSON, text, image).
+                refs = [body.get("schema", {}).get("$ref", "") for body in response.get("content", {}).values()]
+                if any(ref.endswith(("/Problem", "/HTTPValidationError")) for ref in refs):
                     response["content"] = {PROBLEM_MEDIA_TYPE: {"schema": problem_ref}}
-                    if ref.endswith("/HTTPValidationError"):
+                    if any(ref.endswith("/HTTPValidationError") for ref in refs):
                         response["description"] = "request validation failed (problem+json with `errors`)"
             security = operation.get("security")
             if security is not None:

@@ -4,8 +4,8 @@ Two levels of access:
 
 * ``require_key``: everything that moves hardware or changes state needs ``X-API-Key``.
 * ``read_access``: read-only endpoints are open unless ``read_requires_key`` is set.
-  ``GET /stream.mjpg`` and ``GET /frame`` also accept ``?api_key=`` because an ``<img>``
-  element cannot send headers.
+  ``GET /stream.mjpg``, ``GET /frame`` and ``GET /jobs/{id}/events`` also accept ``?api_key=``
+  because ``<img>`` and ``EventSource`` cannot send headers.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from fastapi.security import APIKeyHeader, APIKeyQuery
 from service.errors import AuthError, NotReadyError
 from service.state import ServiceState
 
-__all__ = ["ImageReadAccess", "ReadAccess", "State", "WriteAccess", "get_state", "read_access", "require_key"]
+__all__ = ["QueryKeyReadAccess", "ReadAccess", "State", "WriteAccess", "get_state", "read_access", "require_key"]
 
 API_KEY_HEADER = "X-API-Key"
 _header_scheme = APIKeyHeader(
@@ -79,4 +79,4 @@ def image_read_access(
 
 WriteAccess = Depends(require_key)
 ReadAccess = Depends(read_access)
-ImageReadAccess = Depends(image_read_access)
+QueryKeyReadAccess = Depends(image_read_access)

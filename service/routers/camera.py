@@ -14,7 +14,7 @@ from fastapi import APIRouter, File, Query, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response, StreamingResponse
 
-from service.deps import ImageReadAccess, ReadAccess, State
+from service.deps import QueryKeyReadAccess, ReadAccess, State
 from service.errors import BadRequestError, StreamLimitError, problem_responses
 from service.hardware import encode_frame, to_display_uint8
 from service.schemas import EstimateOut, PredictionOut
@@ -44,7 +44,7 @@ _FRAME_DOCS: dict[int | str, dict[str, Any]] = {
     "/frame",
     response_class=Response,
     summary="The latest camera frame as JPEG or PNG, optionally downscaled",
-    dependencies=[ImageReadAccess],
+    dependencies=[QueryKeyReadAccess],
     responses=_FRAME_DOCS,
 )
 def frame(
@@ -72,7 +72,7 @@ _STREAM_DOCS: dict[int | str, dict[str, Any]] = {
 @router.get(
     "/stream.mjpg",
     summary="Live view as MJPEG (multipart/x-mixed-replace), bounded in rate, duration and clients",
-    dependencies=[ImageReadAccess],
+    dependencies=[QueryKeyReadAccess],
     response_class=StreamingResponse,
     responses=_STREAM_DOCS,
 )

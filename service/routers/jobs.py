@@ -12,7 +12,7 @@ from fastapi import APIRouter, Header, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
-from service.deps import ReadAccess, State, WriteAccess
+from service.deps import QueryKeyReadAccess, ReadAccess, State, WriteAccess
 from service.errors import problem_responses
 from service.jobs import Job
 from service.schemas import JobOut
@@ -104,7 +104,7 @@ _EVENTS_DOCS: dict[int | str, dict[str, Any]] = {
 @router.get(
     "/{job_id}/events",
     summary="Progress of a job as server-sent events (text/event-stream)",
-    dependencies=[ReadAccess],
+    dependencies=[QueryKeyReadAccess],
     response_class=StreamingResponse,
     responses=_EVENTS_DOCS,
 )
