@@ -133,7 +133,7 @@ class SimulatedMicroscope:
         realtime: bool = False,
         *,
         condenser_na: float | None = None,
-        spherical_aberration_waves: float = 0.07,
+        spherical_aberration_waves: float = 0.06,
         source_points: int = 7,
         phase_scale: float = 1.0,
         stain_scale: float = 1.0,
@@ -405,9 +405,13 @@ class SimulatedMicroscope:
         h, w = shape
         p = self.objective.pixel_um
         # pad against wrap-around: the defocus blur radius, in buckets so the cache is reused
-        z_cap = 10.0
-        while z_cap < abs(defocus_um):
-            z_cap *= 2
+        # (coarse ones for large windows, whose specimen is expensive; fine ones for patches)
+        if h * w > 512 * 512:
+            z_cap = 10.0
+            while z_cap < abs(defocus_um):
+                z_cap *= 2
+        else:
+            z_cap = 2.5 * max(1, math.ceil(abs(defocus_um) / 2.5))
         pad = math.ceil((self.objective.blur_radius_um(z_cap) + 2.0) / p)
         pad = 8 * math.ceil(pad / 8)
         hp, wp = h + 2 * pad, w + 2 * pad
@@ -424,6 +428,44 @@ class SimulatedMicroscope:
             self._cache.put(key, spec)
         img = form_image(spec, defocus_um, optics, workers=self.fft_workers)
         return img[:, pad : pad + h, pad : pad + w]
+
+    def content_fraction(self, x_um: float, y_um: float, size: int = 224) -> float:
+        """Share of a ``size`` x ``size`` patch's pixels that hold specimen (not blank glass).
+
+        A pixel counts when its optical density exceeds 0.03 or its optical path 0.02 um. Cheap
+        (no optics): for choosing fields in tests, demos and dataset generators.
+        """
+        p = self.objective.pixel_um
+        xs = lattice_coords(x_um, size, p)
+        ys = lattice_coords(y_um, size, p)
+        maps = render_specimen(self.specimen, self.seed, xs, ys, phase_scale=1.0, stain_scale=1.0)
+        filled = (maps.od.max(axis=0) > 0.03) | (np.abs(maps.opd_um) > 0.02)
+        return float(filled.mean())
+
+    def find_content(
+        self, min_fraction: float = 0.3, size: int = 224, start_um: tuple[float, float] = (0.0, 0.0),
+        step_um: float | None = None, max_tries: int = 400,
+    ) -> tuple[float, float]:
+        """The first slide position (x_um, y_um) on a square spiral from ``start_um`` whose patch
+        holds at least ``min_fraction`` specimen. ``ValueError`` if none within ``max_tries``."""
+        if not 0 <= min_fraction <= 1:
+            raise ValueError(f"min_fraction must be within 0..1, got {min_fraction}")
+        step = size * self.objective.pixel_um if step_um is None else float(step_um)
+        x, y = start_um
+        dx, dy, leg, done = 1, 0, 1, 0
+        for i in range(max_tries):
+            if self.content_fraction(x, y, size) >= min_fraction:
+                return x, y
+            x, y = x + dx * step, y + dy * step
+            done += 1
+            if done == leg:
+                done = 0
+                dx, dy = -dy, dx
+                if dy == 0:
+                    leg += 1
+            if i + 1 == max_tries:
+                break
+        raise ValueError(f"no patch with >= {min_fraction:.0%} specimen within {max_tries} tries of {start_um}")
 
     def describe(self) -> dict[str, object]:
         return {

@@ -40,7 +40,14 @@ SOURCE_POINT_COUNTS: tuple[int, ...] = (1, 7, 19, 37)
 
 
 def default_workers() -> int:
+    """FFT threads for large transforms (small ones run on one thread: threads cost more there)."""
     return max(1, min(4, os.cpu_count() or 1))
+
+
+def _workers(requested: int | None, shape: tuple[int, ...]) -> int:
+    if int(np.prod(shape)) < 600 * 600:
+        return 1
+    return requested or default_workers()
 
 
 @dataclass(frozen=True)
@@ -81,63 +88,92 @@ def source_points(condenser_na: float, count: int) -> tuple[np.ndarray, float]:
 
 
 class SpecimenSpectrum:
-    """The 2-D FFT of one window's complex transmittance, per colour channel (complex64)."""
+    """The 2-D FFT of one window's complex transmittance, per colour channel (complex64, fftshift-ed)."""
 
     def __init__(self, maps: SpecimenMaps, pixel_um: float, wavelengths_um: tuple[float, ...] = WAVELENGTHS_UM,
                  workers: int | None = None) -> None:
         self.shape: tuple[int, int] = maps.opd_um.shape  # type: ignore[assignment]
         self.pixel_um = float(pixel_um)
         self.wavelengths_um = tuple(wavelengths_um)
-        w = workers or default_workers()
+        w = _workers(workers, self.shape)
         self.spectra: list[np.ndarray] = []
         for c, lam in enumerate(self.wavelengths_um):
-            amp = np.power(np.float32(10.0), -0.5 * maps.od[c]).astype(np.float32)
+            amp = np.exp(maps.od[c] * np.float32(-0.5 * math.log(10.0)))
             phase = maps.opd_um * np.float32(2 * math.pi / lam)
-            t = (amp * np.exp(1j * phase)).astype(np.complex64)
-            self.spectra.append(sfft.fft2(t, workers=w))
+            t = np.empty(self.shape, dtype=np.complex64)
+            t.real = amp * np.cos(phase)
+            t.imag = amp * np.sin(phase)
+            # stored fftshift-ed (zero frequency at (h//2, w//2)) so pupil boxes are plain slices
+            self.spectra.append(sfft.fftshift(sfft.fft2(t, workers=w, overwrite_x=True)))
 
     @property
     def nbytes(self) -> int:
         return sum(s.nbytes for s in self.spectra)
 
 
-@lru_cache(maxsize=512)
+@lru_cache(maxsize=64)
+def _pupil_geometry(
+    lam: float, by: int, bx: int, dfy: float, dfx: float, na: float, n: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pupil support (flat indices), axial wavenumber offset and Zernike Z(4,0) on the support box."""
+    fy = np.arange(-by, by + 1) * dfy
+    fx = np.arange(-bx, bx + 1) * dfx
+    f2 = (fy[:, None] ** 2 + fx[None, :] ** 2).ravel()
+    fc = na / lam
+    inside = np.flatnonzero(f2 <= fc * fc)
+    f2 = f2[inside]
+    kz = (np.sqrt((n / lam) ** 2 - f2) - n / lam).astype(np.float32)
+    rho2 = f2 / (fc * fc)
+    z40 = (math.sqrt(5.0) * (6 * rho2 * rho2 - 6 * rho2 + 1)).astype(np.float32)
+    for a in (inside, kz, z40):
+        a.setflags(write=False)
+    return inside, kz, z40
+
+
+@lru_cache(maxsize=256)
 def _pupil_box(
     lam: float, by: int, bx: int, dfy: float, dfx: float, na: float, n: float, z_um: float, sa_waves: float
 ) -> np.ndarray:
-    fy = np.arange(-by, by + 1) * dfy
-    fx = np.arange(-bx, bx + 1) * dfx
-    f2 = fy[:, None] ** 2 + fx[None, :] ** 2
-    fc = na / lam
-    inside = f2 <= fc * fc
-    kz = np.sqrt(np.maximum((n / lam) ** 2 - f2, 0.0)) - n / lam
-    phase = 2 * math.pi * z_um * kz
+    """The coherent transfer function on its (2by+1, 2bx+1) support box, complex64."""
+    inside, kz, z40 = _pupil_geometry(lam, by, bx, dfy, dfx, na, n)
+    phase = kz * np.float32(2 * math.pi * z_um)
     if sa_waves:
-        rho2 = f2 / (fc * fc)
-        z40 = math.sqrt(5.0) * (6 * rho2 * rho2 - 6 * rho2 + 1)
-        phase = phase + 2 * math.pi * sa_waves * z40
-    box = np.where(inside, np.exp(1j * phase), 0.0).astype(np.complex64)
+        phase += z40 * np.float32(2 * math.pi * sa_waves)
+    box = np.zeros((2 * by + 1) * (2 * bx + 1), dtype=np.complex64)
+    vals = np.empty(inside.size, dtype=np.complex64)
+    vals.real = np.cos(phase)
+    vals.imag = np.sin(phase)
+    box[inside] = vals
+    box = box.reshape(2 * by + 1, 2 * bx + 1)
     box.setflags(write=False)
     return box
 
 
-@lru_cache(maxsize=256)
-def _transfer_rfft(
-    shape: tuple[int, int], pixel_um: float, blur_radius_um: float
-) -> np.ndarray:
-    """Pixel-aperture MTF (sinc) times the ghost-filling disc blur, on the rfft2 grid."""
+@lru_cache(maxsize=64)
+def _mtf_rfft(shape: tuple[int, int], pixel_um: float) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel-aperture MTF (sinc, 100% fill factor) and the radial frequency, on the rfft2 grid."""
     h, w = shape
     fy = sfft.fftfreq(h, pixel_um)[:, None]
     fx = sfft.rfftfreq(w, pixel_um)[None, :]
-    mtf = np.sinc(fy * pixel_um) * np.sinc(fx * pixel_um)
-    if blur_radius_um > 0:
-        arg = 2 * math.pi * blur_radius_um * np.sqrt(fy**2 + fx**2)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            disc = np.where(arg > 1e-6, 2 * j1(arg) / arg, 1.0)
-        mtf = mtf * disc
-    out = mtf.astype(np.float32)
-    out.setflags(write=False)
-    return out
+    mtf = (np.sinc(fy * pixel_um) * np.sinc(fx * pixel_um)).astype(np.float32)
+    fr = np.sqrt(fy**2 + fx**2).astype(np.float32)
+    mtf.setflags(write=False)
+    fr.setflags(write=False)
+    return mtf, fr
+
+
+_JINC_X = np.linspace(0.0, 400.0, 40001)
+_JINC_Y = np.where(_JINC_X > 0, 2 * j1(np.maximum(_JINC_X, 1e-9)) / np.maximum(_JINC_X, 1e-9), 1.0)
+
+
+def _transfer_rfft(shape: tuple[int, int], pixel_um: float, blur_radius_um: float) -> np.ndarray:
+    """Pixel MTF times the ghost-filling disc blur (OTF ``2 J1(x)/x``, ``x = 2 pi r f``)."""
+    mtf, fr = _mtf_rfft(shape, pixel_um)
+    if blur_radius_um <= 0:
+        return mtf
+    x = fr * np.float32(2 * math.pi * blur_radius_um)
+    disc = np.interp(x.ravel(), _JINC_X, _JINC_Y, right=0.0).astype(np.float32).reshape(x.shape)
+    return mtf * disc
 
 
 def _field_grid(b: int, n: int) -> int:
@@ -152,14 +188,14 @@ def form_image(
     """Intensity image (3, H, W) float32 of the window at defocus ``defocus_um`` (blank glass = 1)."""
     if not math.isfinite(defocus_um):
         raise ValueError(f"defocus_um must be finite, got {defocus_um!r}")
-    w = workers or default_workers()
     h, wd = spec.shape
+    w = _workers(workers, spec.shape)
     p = spec.pixel_um
     dfy, dfx = 1.0 / (h * p), 1.0 / (wd * p)
     pts, ds = source_points(optics.condenser_na, optics.source_points)
     weight = 1.0 / len(pts)
     blur_um = abs(defocus_um) * math.tan(math.asin(min(ds / optics.immersion_n, 0.99))) / 2 if ds > 0 else 0.0
-    transfer = _transfer_rfft((h, wd), p, round(blur_um, 4))
+    transfer = _transfer_rfft((h, wd), p, blur_um)
     out = np.empty((3, h, wd), dtype=np.float32)
     for c, lam in enumerate(spec.wavelengths_um):
         fc = optics.na / lam
@@ -168,18 +204,27 @@ def form_image(
         pupil = _pupil_box(lam, by, bx, dfy, dfx, optics.na, optics.immersion_n, float(defocus_um),
                            float(optics.spherical_aberration_waves))
         ky_n, kx_n = _field_grid(by, h), _field_grid(bx, wd)
-        ky = np.arange(-by, by + 1)
-        kx = np.arange(-bx, bx + 1)
-        place = np.ix_(ky % ky_n, kx % kx_n)
         T = spec.spectra[c]
         inten = np.zeros((ky_n, kx_n), dtype=np.float32)
         field = np.zeros((ky_n, kx_n), dtype=np.complex64)
+        # the box sits in the field grid's corner, not at its frequency: that only multiplies the
+        # field by a phase ramp, which |E|^2 removes
+        box = field[: 2 * by + 1, : 2 * bx + 1]
+        tmp = np.empty((ky_n, kx_n), dtype=np.float32)
         for sx, sy in pts:
-            my = round(sy / lam / dfy)
-            mx = round(sx / lam / dfx)
-            field[place] = T[np.ix_((ky - my) % h, (kx - mx) % wd)] * pupil
+            r0 = h // 2 - round(sy / lam / dfy) - by
+            c0 = wd // 2 - round(sx / lam / dfx) - bx
+            if r0 >= 0 and r0 + 2 * by + 1 <= h and c0 >= 0 and c0 + 2 * bx + 1 <= wd:
+                np.multiply(T[r0 : r0 + 2 * by + 1, c0 : c0 + 2 * bx + 1], pupil, out=box)
+            else:  # illumination plus pupil beyond the sampled band: wrap (aliases, as a sensor would)
+                rows = np.arange(r0, r0 + 2 * by + 1) % h
+                cols = np.arange(c0, c0 + 2 * bx + 1) % wd
+                np.multiply(T[np.ix_(rows, cols)], pupil, out=box)
             e = sfft.ifft2(field, workers=w, overwrite_x=False)
-            inten += e.real * e.real + e.imag * e.imag
+            np.multiply(e.real, e.real, out=tmp)
+            inten += tmp
+            np.multiply(e.imag, e.imag, out=tmp)
+            inten += tmp
         # ifft normalises by the small grid's size: rescale so that blank glass gives 1
         inten *= np.float32(weight * (ky_n * kx_n / (h * wd)) ** 2)
         spec_i = sfft.rfft2(inten, workers=w)

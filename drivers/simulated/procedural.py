@@ -6,9 +6,11 @@ being rendered: the same slide XY always shows the same specimen, whatever the f
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
-__all__ = ["chunk_rng", "hash_uniform", "noise_grid", "noise_points"]
+__all__ = ["chunk_rng", "hash_uniform", "noise_at", "noise_grid", "noise_points"]
 
 _M1 = np.uint64(0x9E3779B97F4A7C15)
 _M2 = np.uint64(0xC2B2AE3D27D4EB4F)
@@ -40,13 +42,17 @@ def chunk_rng(seed: int, key: int, ix: int, iy: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([seed & 0xFFFFFFFF, key, ix + _OFFSET, iy + _OFFSET]))
 
 
-def _bspline_matrix(coords: np.ndarray, scale: float) -> tuple[np.ndarray, int]:
-    """Cubic B-spline weights of each coordinate on the lattice ``k * scale``: (n, m) and first k."""
+def _bspline_taps(coords: np.ndarray, scale: float) -> tuple[np.ndarray, np.ndarray, int, int]:
+    """Cubic B-spline taps of each coordinate on the lattice ``k * scale``.
+
+    Returns the first lattice index used by each coordinate (relative to ``k0``), the four
+    weights (n, 4), ``k0`` and the number of lattice points spanned.
+    """
     g = coords / scale
-    k0 = int(np.floor(g.min())) - 1
-    k1 = int(np.floor(g.max())) + 2
     base = np.floor(g).astype(np.int64)
-    t = g - base
+    t = (g - base).astype(np.float32)
+    k0 = int(base.min()) - 1
+    k1 = int(base.max()) + 2
     w = np.stack(
         [
             (1 - t) ** 3 / 6,
@@ -56,31 +62,36 @@ def _bspline_matrix(coords: np.ndarray, scale: float) -> tuple[np.ndarray, int]:
         ],
         axis=1,
     )
-    m = np.zeros((coords.size, k1 - k0 + 1), dtype=np.float32)
-    rows = np.arange(coords.size)
-    for d in range(4):
-        m[rows, base - 1 + d - k0] += w[:, d]
-    return m, k0
+    return base - 1 - k0, w, k0, k1 - k0 + 1
 
 
 def noise_grid(x_um: np.ndarray, y_um: np.ndarray, scale_um: float, key: int) -> np.ndarray:
     """Smooth value noise (unit std, zero mean) with feature size ``scale_um`` on a pixel grid.
 
     ``x_um`` (W,) and ``y_um`` (H,) are the slide coordinates of the grid's columns and rows;
-    the result is (H, W) float32. Separable: two small matrix products.
+    the result is (H, W) float32: random lattice values interpolated by cubic B-splines,
+    separably (four gathers per axis; no BLAS, which is slow on a busy machine).
     """
-    mx, kx0 = _bspline_matrix(np.asarray(x_um, dtype=np.float64), scale_um)
-    my, ky0 = _bspline_matrix(np.asarray(y_um, dtype=np.float64), scale_um)
-    jj, ii = np.meshgrid(np.arange(my.shape[1]) + ky0, np.arange(mx.shape[1]) + kx0, indexing="ij")
-    lattice = (hash_uniform(ii, jj, key) * 2.0 - 1.0).astype(np.float32)
-    return (my @ lattice @ mx.T) * np.float32(1.0 / _BSPLINE_STD)
+    ix, wx, kx0, nx = _bspline_taps(np.asarray(x_um, dtype=np.float64), scale_um)
+    iy, wy, ky0, ny = _bspline_taps(np.asarray(y_um, dtype=np.float64), scale_um)
+    jj, ii = np.meshgrid(np.arange(ny) + ky0, np.arange(nx) + kx0, indexing="ij")
+    lattice = (hash_uniform(ii, jj, key) * 2.0 - 1.0).astype(np.float32)  # (ny, nx)
+    rows = np.zeros((ny, ix.size), dtype=np.float32)
+    for d in range(4):
+        rows += lattice[:, ix + d] * wx[:, d]
+    out = np.zeros((iy.size, ix.size), dtype=np.float32)
+    for d in range(4):
+        out += rows[iy + d, :] * wy[:, d : d + 1]
+    out *= np.float32(1.0 / _BSPLINE_STD)
+    return out
 
 
 def noise_points(u: np.ndarray, v: np.ndarray, key: int) -> np.ndarray:
     """Value noise (unit-ish std) at arbitrary lattice coordinates ``(u, v)`` (feature size 1).
 
     For rotated or warped textures (fibres) where the separable grid form does not apply.
-    Smoothstep-interpolated between the four surrounding lattice values.
+    Smoothstep-interpolated between the four surrounding lattice values, which are hashed once
+    for the bounding lattice box and gathered (much cheaper than hashing per pixel).
     """
     iu = np.floor(u)
     iv = np.floor(v)
@@ -90,10 +101,45 @@ def noise_points(u: np.ndarray, v: np.ndarray, key: int) -> np.ndarray:
     sv = fv * fv * (3 - 2 * fv)
     iu = iu.astype(np.int64)
     iv = iv.astype(np.int64)
-    v00 = hash_uniform(iu, iv, key).astype(np.float32)
-    v10 = hash_uniform(iu + 1, iv, key).astype(np.float32)
-    v01 = hash_uniform(iu, iv + 1, key).astype(np.float32)
-    v11 = hash_uniform(iu + 1, iv + 1, key).astype(np.float32)
+    u0, u1 = int(iu.min()), int(iu.max()) + 1
+    v0, v1 = int(iv.min()), int(iv.max()) + 1
+    gu, gv = np.meshgrid(np.arange(u0, u1 + 1), np.arange(v0, v1 + 1), indexing="ij")
+    table = hash_uniform(gu, gv, key).astype(np.float32)
+    iu -= u0
+    iv -= v0
+    v00 = table[iu, iv]
+    v10 = table[iu + 1, iv]
+    v01 = table[iu, iv + 1]
+    v11 = table[iu + 1, iv + 1]
     a = v00 + (v10 - v00) * su
     b = v01 + (v11 - v01) * su
     return ((a + (b - a) * sv) * 2.0 - 1.0) * np.float32(2.2)
+
+
+_MASK = (1 << 64) - 1
+
+
+def _hash_scalar(i: int, j: int, key: int) -> float:
+    """Scalar twin of ``hash_uniform`` (same numbers), without numpy's per-call overhead."""
+    z = ((i & _MASK) * 0x9E3779B97F4A7C15 & _MASK) ^ ((j & _MASK) * 0xC2B2AE3D27D4EB4F & _MASK)
+    z = (z + (key & _MASK)) & _MASK
+    z ^= z >> 30
+    z = (z * 0xBF58476D1CE4E5B9) & _MASK
+    z ^= z >> 27
+    z = (z * 0x94D049BB133111EB) & _MASK
+    z ^= z >> 31
+    return (z >> 11) * (1.0 / (1 << 53))
+
+
+def noise_at(u: float, v: float, key: int) -> float:
+    """``noise_points`` at one point (lattice units), in plain Python."""
+    iu, iv = math.floor(u), math.floor(v)
+    fu, fv = u - iu, v - iv
+    su, sv = fu * fu * (3 - 2 * fu), fv * fv * (3 - 2 * fv)
+    v00 = _hash_scalar(iu, iv, key)
+    v10 = _hash_scalar(iu + 1, iv, key)
+    v01 = _hash_scalar(iu, iv + 1, key)
+    v11 = _hash_scalar(iu + 1, iv + 1, key)
+    a = v00 + (v10 - v00) * su
+    b = v01 + (v11 - v01) * su
+    return ((a + (b - a) * sv) * 2.0 - 1.0) * 2.2

@@ -20,7 +20,7 @@ from functools import lru_cache
 import numpy as np
 from scipy import ndimage
 
-from drivers.simulated.procedural import chunk_rng, noise_grid, noise_points
+from drivers.simulated.procedural import chunk_rng, noise_at, noise_grid, noise_points
 
 __all__ = ["SPECIMEN_KINDS", "SpecimenMaps", "render_specimen"]
 
@@ -107,36 +107,48 @@ def _blob(
     Returns the window box and the profile in it (0 outside the blob), or None when off-window.
     """
     wobble = 1.0 + float(np.abs(harmonics[:, 1]).sum()) if harmonics.size else 1.0
-    r = max(a_um, b_um) * wobble
-    box = grid.box(cx, cy, r, r)
+    c, s = math.cos(angle), math.sin(angle)
+    rx = math.hypot(a_um * c, b_um * s) * wobble
+    ry = math.hypot(a_um * s, b_um * c) * wobble
+    box = grid.box(cx, cy, rx, ry)
     if box is None:
         return None
     X = (grid.x[box[1]] - cx).astype(np.float32)[None, :]
     Y = (grid.y[box[0]] - cy).astype(np.float32)[:, None]
-    c, s = math.cos(angle), math.sin(angle)
-    u = (X * c + Y * s) / a_um
-    v = (-X * s + Y * c) / b_um
+    u = (X * np.float32(c / a_um)) + (Y * np.float32(s / a_um))
+    v = (Y * np.float32(c / b_um)) - (X * np.float32(s / b_um))
     rho2 = u * u + v * v
     if harmonics.size:
-        z = u + 1j * v
-        unit = z / np.maximum(np.abs(z), 1e-6)
+        inv = 1.0 / np.sqrt(np.maximum(rho2, np.float32(1e-12)))
+        cos1, sin1 = u * inv, v * inv
         mod = np.ones_like(rho2)
-        for k, amp, ph in harmonics:
-            mod += amp * np.real(unit ** int(k) * np.exp(-1j * ph)).astype(np.float32)
+        ck, sk = cos1, sin1
+        kmax = int(harmonics[:, 0].max())
+        amps = {int(k): (float(amp), float(ph)) for k, amp, ph in harmonics}
+        for k in range(2, kmax + 1):
+            ck, sk = ck * cos1 - sk * sin1, sk * cos1 + ck * sin1
+            if k in amps:
+                amp, ph = amps[k]
+                mod += np.float32(amp * math.cos(ph)) * ck + np.float32(amp * math.sin(ph)) * sk
         rho2 = rho2 / (mod * mod)
-    prof = np.clip(1.0 - rho2, 0.0, None) ** exponent
+    prof = np.clip(1.0 - rho2, 0.0, None)
+    if exponent != 1.0:
+        prof **= np.float32(exponent)
     return box, prof
 
 
 def _harmonics(rng: np.random.Generator, n: int, amp: float) -> np.ndarray:
     ks = np.arange(2, 2 + n, dtype=np.float64)
     amps = rng.uniform(0, amp, n) / np.sqrt(ks - 1)
+    total = float(amps.sum())
+    if total > 0.35:  # keeps the outline star-shaped and the bounding box known
+        amps *= 0.35 / total
     phases = rng.uniform(0, 2 * np.pi, n)
     return np.stack([ks, amps, phases], axis=1)
 
 
 def _chunk_density_noise(seed: int, key: int, x_um: float, y_um: float, scale_um: float) -> float:
-    return float(noise_points(np.array([x_um / scale_um]), np.array([y_um / scale_um]), seed * 7919 + key)[0])
+    return noise_at(x_um / scale_um, y_um / scale_um, seed * 7919 + key)
 
 
 # --------------------------------------------------------------------------------------------
@@ -170,8 +182,8 @@ def _make_cell(rng: np.random.Generator, cx: float, cy: float, style: str) -> _C
         nuc_scale = rng.uniform(0.45, 0.6)
         nuc_h = rng.uniform(0.5, 1.5)
     elif style == "spindle":  # fibroblast-like, elongated with processes
-        r = rng.uniform(10.0, 24.0)
-        asp = rng.uniform(2.5, 5.5)
+        r = rng.uniform(10.0, 20.0)
+        asp = rng.uniform(2.5, 5.0)
         harm = _harmonics(rng, 4, 0.25)
         exponent, height = rng.uniform(0.5, 0.8), rng.uniform(0.8, 2.0)
         nuc_scale = rng.uniform(0.55, 0.75)
@@ -234,27 +246,40 @@ def _make_cell(rng: np.random.Generator, cx: float, cy: float, style: str) -> _C
     )
 
 
-_CELL_CHUNK_UM = 50.0
-_CELL_MARGIN_UM = 80.0
+_CELL_CHUNK_UM = 30.0
+# the largest extent (um) of a cell of each style from its centre: a bound used to skip far cells
+_CELL_REACH_UM = {"round": 12.0, "spread": 32.0, "spindle": 62.0}
+_CELL_MARGIN_UM = max(_CELL_REACH_UM.values())
 
 
-@lru_cache(maxsize=4096)
-def _cells_in_chunk(seed: int, ix: int, iy: int) -> tuple[_Cell, ...]:
+@lru_cache(maxsize=8192)
+def _cell_stubs(seed: int, ix: int, iy: int) -> tuple[tuple[float, float, str], ...]:
+    """Centres and styles of the cells of one chunk (the details come from ``_cell``)."""
     key = _KIND_KEYS["cells"]
     rng = chunk_rng(seed, key, ix, iy)
-    ccx, ccy = (ix + 0.5) * _CELL_CHUNK_UM, (iy + 0.5) * _CELL_CHUNK_UM
-    # cells per 1000 um^2 varies smoothly over the slide: sparse colonies to confluent sheets
+    c = _CELL_CHUNK_UM
+    ccx, ccy = (ix + 0.5) * c, (iy + 0.5) * c
+    # cells per 1000 um^2 vary smoothly over the slide: sparse colonies to confluent sheets
     density = 1.3 * math.exp(0.75 * _chunk_density_noise(seed, key, ccx, ccy, 350.0))
     spindle_share = 0.5 + 0.45 * math.tanh(_chunk_density_noise(seed, key + 1, ccx, ccy, 500.0))
-    n = int(rng.poisson(density * _CELL_CHUNK_UM**2 / 1000.0))
-    cells = []
-    for _ in range(n):
-        x = ix * _CELL_CHUNK_UM + rng.uniform(0, _CELL_CHUNK_UM)
-        y = iy * _CELL_CHUNK_UM + rng.uniform(0, _CELL_CHUNK_UM)
-        u = rng.uniform()
-        style = "round" if u < 0.08 else ("spindle" if u < 0.08 + 0.92 * spindle_share * 0.6 else "spread")
-        cells.append(_make_cell(rng, x, y, style))
-    return tuple(cells)
+    n = int(rng.poisson(density * c * c / 1000.0))
+    xs = ix * c + rng.uniform(0, c, n)
+    ys = iy * c + rng.uniform(0, c, n)
+    us = rng.uniform(size=n)
+    styles = ["round" if u < 0.08 else ("spindle" if u < 0.08 + 0.55 * spindle_share else "spread") for u in us]
+    return tuple(zip(xs.tolist(), ys.tolist(), styles, strict=True))
+
+
+@lru_cache(maxsize=16384)
+def _cell(seed: int, ix: int, iy: int, k: int) -> _Cell:
+    x, y, style = _cell_stubs(seed, ix, iy)[k]
+    rng = np.random.default_rng(np.random.SeedSequence([seed & 0xFFFFFFFF, _KIND_KEYS["cells"], ix + 2**31,
+                                                        iy + 2**31, k]))
+    return _make_cell(rng, x, y, style)
+
+
+def _near(grid: _Grid, x: float, y: float, reach: float) -> bool:
+    return (grid.x[0] - reach <= x <= grid.x[-1] + reach) and (grid.y[0] - reach <= y <= grid.y[-1] + reach)
 
 
 def _draw_cells(grid: _Grid, cells: list[_Cell], seed: int, opd: np.ndarray, od_grey: np.ndarray) -> None:
@@ -284,18 +309,29 @@ def _draw_cells(grid: _Grid, cells: list[_Cell], seed: int, opd: np.ndarray, od_
     nuc *= 1.0 + 0.12 * chrom
     opd += cyto + nuc
     # granules and nucleoli: point masses blurred to small dots (sub-pixel positions are exact)
-    dots = np.zeros((h, w), dtype=np.float32)
-    gran = np.concatenate([c.granules for c in cells] + [c.nucleoli for c in cells])
-    grid.splat(dots, gran[:, 0], gran[:, 1], gran[:, 2].astype(np.float32))
+    # (splatted on a padded grid so that dots just outside the window still spill into it)
     sigma_px = 0.35 / grid.pitch
+    pad = math.ceil(4 * sigma_px) + 1
+    padded = _Grid(
+        grid.x[0] + (np.arange(w + 2 * pad) - pad) * grid.pitch, grid.y[0] + (np.arange(h + 2 * pad) - pad) * grid.pitch
+    )
+    dots = np.zeros(padded.shape, dtype=np.float32)
+    gran = np.concatenate([c.granules for c in cells] + [c.nucleoli for c in cells])
+    padded.splat(dots, gran[:, 0], gran[:, 1], gran[:, 2].astype(np.float32))
     # normalise so that the peak of a dot is its OPD (a gaussian of sigma 0.35 um)
-    dots = ndimage.gaussian_filter(dots, sigma_px, mode="constant") * np.float32(2 * np.pi * sigma_px**2)
+    dots = ndimage.gaussian_filter(dots, sigma_px, mode="constant", truncate=4.0) * np.float32(2 * np.pi * sigma_px**2)
+    dots = dots[pad : pad + h, pad : pad + w]
     opd += dots
     od_grey += dots * 0.15
 
 
 def _render_cells(grid: _Grid, seed: int) -> SpecimenMaps:
-    cells = [c for ch in grid.chunks(_CELL_CHUNK_UM, _CELL_MARGIN_UM) for c in _cells_in_chunk(seed, *ch)]
+    cells = [
+        _cell(seed, ix, iy, k)
+        for ix, iy in grid.chunks(_CELL_CHUNK_UM, _CELL_MARGIN_UM)
+        for k, (x, y, style) in enumerate(_cell_stubs(seed, ix, iy))
+        if _near(grid, x, y, _CELL_REACH_UM[style])
+    ]
     h, w = grid.shape
     opd = np.zeros((h, w), dtype=np.float32)
     grey = np.zeros((h, w), dtype=np.float32)
@@ -360,75 +396,112 @@ def _render_sparse(grid: _Grid, seed: int) -> SpecimenMaps:
 # H&E-like tissue section
 # --------------------------------------------------------------------------------------------
 _TISSUE_CHUNK_UM = 80.0
-_TISSUE_MARGIN_UM = 80.0
+_GLAND_REACH_UM = 62.0
+_NUCLEUS_REACH_UM = 13.0
+_RBC_REACH_UM = 4.5
+# nucleus table columns
+_NX, _NY, _NA, _NB, _NANG, _NHEMA, _NRIM = range(7)
+_NHARM = 7  # then 3 x (amplitude, phase) for boundary harmonics k = 2, 3, 4
+_NUC_STYLES = {
+    # radius um, aspect, haematoxylin, envelope share
+    "lymph": ((2.3, 3.2), (1.0, 1.2), (1.0, 1.5), 0.1),
+    "spindle": ((2.4, 3.4), (3.0, 5.5), (0.7, 1.1), 0.2),
+    "epi": ((3.5, 5.2), (1.1, 1.7), (0.35, 0.65), 0.6),
+    "plasma": ((2.8, 3.6), (1.0, 1.4), (0.8, 1.1), 0.5),
+}
 
 
-@dataclass(frozen=True)
-class _Nucleus:
-    cx: float
-    cy: float
-    a: float
-    b: float
-    angle: float
-    harmonics: np.ndarray
-    hema: float  # haematoxylin concentration at the centre
-    rim: float  # extra staining at the nuclear envelope (0..1)
+def _nuclei(rng: np.random.Generator, xs: np.ndarray, ys: np.ndarray, style: str,
+            angles: np.ndarray | None = None) -> np.ndarray:
+    """A table of nuclei (n x 13) of one style at the given centres (vectorised draws)."""
+    n = xs.size
+    (r0, r1), (a0, a1), (h0, h1), rim = _NUC_STYLES[style]
+    r = rng.uniform(r0, r1, n)
+    asp = rng.uniform(a0, a1, n)
+    ang = rng.uniform(0, np.pi, n) if angles is None else angles + rng.normal(0, 0.2, n)
+    amps = rng.uniform(0, 0.08, (n, 3)) / np.sqrt([1.0, 2.0, 3.0])
+    phases = rng.uniform(0, 2 * np.pi, (n, 3))
+    table = np.empty((n, 13))
+    table[:, _NX], table[:, _NY] = xs, ys
+    table[:, _NA], table[:, _NB] = r * np.sqrt(asp), r / np.sqrt(asp)
+    table[:, _NANG] = ang
+    table[:, _NHEMA] = rng.uniform(h0, h1, n)
+    table[:, _NRIM] = rim
+    table[:, _NHARM::2] = amps
+    table[:, _NHARM + 1 :: 2] = phases
+    return table
 
 
 @dataclass(frozen=True)
 class _TissueChunk:
-    nuclei: tuple[_Nucleus, ...]
-    glands: tuple[tuple[float, float, float, float, float], ...]  # cx, cy, a, b, angle
+    nuclei: np.ndarray  # (n, 13) table, see _nuclei
+    glands: np.ndarray  # (n, 5): cx, cy, a, b, angle
     rbcs: np.ndarray  # (n, 2) centres
 
 
-def _nucleus(rng: np.random.Generator, cx: float, cy: float, style: str, angle: float | None = None) -> _Nucleus:
-    if style == "lymph":
-        r, asp, hema, rim = rng.uniform(2.3, 3.2), rng.uniform(1.0, 1.2), rng.uniform(1.1, 1.7), 0.1
-    elif style == "spindle":
-        r, asp, hema, rim = rng.uniform(2.5, 3.5), rng.uniform(3.0, 5.5), rng.uniform(0.8, 1.2), 0.2
-    else:  # epithelial: large, paler, vesicular chromatin
-        r, asp, hema, rim = rng.uniform(3.5, 5.5), rng.uniform(1.1, 1.7), rng.uniform(0.45, 0.8), 0.6
-    ang = rng.uniform(0, np.pi) if angle is None else angle + rng.normal(0, 0.2)
-    return _Nucleus(cx, cy, r * math.sqrt(asp), r / math.sqrt(asp), ang, _harmonics(rng, 3, 0.08), hema, rim)
+_FIBRE_FAMILIES = 3
+_FIBRE_FAMILY_SCALE_UM = 150.0
+
+
+def _fibre_base_angle(seed: int) -> float:
+    return float(np.pi * noise_at(0.5, 0.5, seed * 89 + 91))
+
+
+def _fibre_weights(seed: int, x_um: np.ndarray, y_um: np.ndarray) -> list[np.ndarray]:
+    """Soft weights of the fibre orientation families over a grid (they sum to 1)."""
+    key = _KIND_KEYS["tissue"]
+    logits = [3.0 * noise_grid(x_um, y_um, _FIBRE_FAMILY_SCALE_UM, seed * 97 + key + k) for k in range(_FIBRE_FAMILIES)]
+    top = np.maximum.reduce(logits)
+    exps = [np.exp(lg - top) for lg in logits]
+    total = sum(exps)
+    return [e / total for e in exps]
 
 
 def _fibre_angle(seed: int, x_um: float, y_um: float) -> float:
-    return float(np.pi * _chunk_density_noise(seed, 91, x_um, y_um, 400.0))
+    """The dominant fibre direction at a slide point (spindle nuclei line up with it)."""
+    weights = _fibre_weights(seed, np.array([x_um]), np.array([y_um]))
+    k = int(np.argmax([float(wt[0, 0]) for wt in weights]))
+    return _fibre_base_angle(seed) + k * np.pi / _FIBRE_FAMILIES
 
 
 @lru_cache(maxsize=4096)
 def _tissue_chunk(seed: int, ix: int, iy: int) -> _TissueChunk:
     key = _KIND_KEYS["tissue"]
     rng = chunk_rng(seed, key, ix, iy)
-    x0, y0, c = ix * _TISSUE_CHUNK_UM, iy * _TISSUE_CHUNK_UM, _TISSUE_CHUNK_UM
-    cell = _chunk_density_noise(seed, key, x0 + c / 2, y0 + c / 2, 180.0)
-    nuclei: list[_Nucleus] = []
-    glands: list[tuple[float, float, float, float, float]] = []
-    # stroma: spindle nuclei along the fibres plus scattered / clustered lymphocytes
-    n_sp = int(rng.poisson(c * c / 1000.0 * 2.0))
+    c = _TISSUE_CHUNK_UM
+    x0, y0 = ix * c, iy * c
+    area = c * c / 1000.0
+    cellularity = _chunk_density_noise(seed, key, x0 + c / 2, y0 + c / 2, 180.0)
     ang = _fibre_angle(seed, x0 + c / 2, y0 + c / 2)
-    for _ in range(n_sp):
-        nuclei.append(_nucleus(rng, x0 + rng.uniform(0, c), y0 + rng.uniform(0, c), "spindle", ang))
-    n_ly = int(rng.poisson(c * c / 1000.0 * 4.0 * (1 + math.tanh(1.5 * cell)) ** 2))
-    for _ in range(n_ly):
-        nuclei.append(_nucleus(rng, x0 + rng.uniform(0, c), y0 + rng.uniform(0, c), "lymph"))
-    # glands: epithelium (large nuclei along the basal side) around a blank lumen
+    tables = []
+    # stroma: spindle nuclei along the fibres
+    n = int(rng.poisson(area * 1.6))
+    tables.append(_nuclei(rng, x0 + rng.uniform(0, c, n), y0 + rng.uniform(0, c, n), "spindle", np.full(n, ang)))
+    # inflammatory cells: scattered or in dense clusters where the slide is cellular
+    n = int(rng.poisson(area * 2.5 * (1 + math.tanh(1.5 * cellularity)) ** 2))
+    if n:
+        if cellularity > 0.4:  # a lymphoid aggregate: a tight cluster
+            cx, cy = x0 + rng.uniform(0, c), y0 + rng.uniform(0, c)
+            xs, ys = cx + rng.normal(0, 18, n), cy + rng.normal(0, 18, n)
+        else:
+            xs, ys = x0 + rng.uniform(0, c, n), y0 + rng.uniform(0, c, n)
+        style = "lymph" if rng.uniform() < 0.75 else "plasma"
+        tables.append(_nuclei(rng, xs, ys, style))
+    # glands: epithelium (large pale nuclei along the basal side) around a blank lumen
+    glands = np.zeros((0, 5))
     if rng.uniform() < 0.45:
         gx, gy = x0 + rng.uniform(0, c), y0 + rng.uniform(0, c)
-        ga = rng.uniform(25.0, 55.0)
+        ga = rng.uniform(22.0, 45.0)
         gb = ga / rng.uniform(1.0, 1.7)
         gang = rng.uniform(0, np.pi)
-        glands.append((gx, gy, ga, gb, gang))
+        glands = np.array([[gx, gy, ga, gb, gang]])
         n_ep = int(2 * np.pi * math.sqrt((ga * ga + gb * gb) / 2) / rng.uniform(5.5, 8.0))
+        t = 2 * np.pi * (np.arange(n_ep) + rng.uniform(-0.2, 0.2, n_ep)) / n_ep
+        rr = rng.uniform(0.8, 0.9, n_ep)
+        u, v = rr * ga * np.cos(t), rr * gb * np.sin(t)
         cg, sg = math.cos(gang), math.sin(gang)
-        for k in range(n_ep):
-            t = 2 * np.pi * (k + rng.uniform(-0.2, 0.2)) / n_ep
-            rr = rng.uniform(0.78, 0.9)
-            u, v = rr * ga * math.cos(t), rr * gb * math.sin(t)
-            ex, ey = gx + u * cg - v * sg, gy + u * sg + v * cg
-            radial = math.atan2(ey - gy, ex - gx)
-            nuclei.append(_nucleus(rng, ex, ey, "epi", radial))
+        ex, ey = gx + u * cg - v * sg, gy + u * sg + v * cg
+        tables.append(_nuclei(rng, ex, ey, "epi", np.arctan2(ey - gy, ex - gx)))
     rbcs = np.zeros((0, 2))
     if rng.uniform() < 0.3:  # a capillary: a streak of red blood cells
         n = int(rng.integers(4, 30))
@@ -438,67 +511,81 @@ def _tissue_chunk(seed: int, ix: int, iy: int) -> _TissueChunk:
         rbcs = np.stack(
             [vx + t * math.cos(va) + rng.normal(0, 2.5, n), vy + t * math.sin(va) + rng.normal(0, 2.5, n)], axis=1
         )
-    return _TissueChunk(tuple(nuclei), tuple(glands), rbcs)
+    return _TissueChunk(np.concatenate(tables), glands, rbcs)
+
+
+def _in_window(grid: _Grid, xs: np.ndarray, ys: np.ndarray, reach: float) -> np.ndarray:
+    return (xs >= grid.x[0] - reach) & (xs <= grid.x[-1] + reach) & (ys >= grid.y[0] - reach) & (
+        ys <= grid.y[-1] + reach
+    )
 
 
 def _render_tissue(grid: _Grid, seed: int) -> SpecimenMaps:
     key = _KIND_KEYS["tissue"]
     h, w = grid.shape
-    chunks = [_tissue_chunk(seed, *ch) for ch in grid.chunks(_TISSUE_CHUNK_UM, _TISSUE_MARGIN_UM)]
-    # -- stroma: wavy eosinophilic fibres, two families of orientation blended over the slide
+    chunks = [_tissue_chunk(seed, *ch) for ch in grid.chunks(_TISSUE_CHUNK_UM, _GLAND_REACH_UM)]
+    nuclei = np.concatenate([ch.nuclei for ch in chunks])
+    nuclei = nuclei[_in_window(grid, nuclei[:, _NX], nuclei[:, _NY], _NUCLEUS_REACH_UM)]
+    glands = np.concatenate([ch.glands for ch in chunks])
+    rbcs = np.concatenate([ch.rbcs for ch in chunks])
+    rbcs = rbcs[_in_window(grid, rbcs[:, 0], rbcs[:, 1], _RBC_REACH_UM)]
+    # -- stroma: wavy eosinophilic collagen fibres with pale gaps, orientation families blended
     X = grid.x[None, :]
     Y = grid.y[:, None]
     warp = noise_grid(grid.x, grid.y, 22.0, seed * 41 + key) * np.float32(3.0)
-    theta = _fibre_angle(seed, float(grid.x.mean()), float(grid.y.mean()))
+    theta = _fibre_base_angle(seed)
     fib = np.zeros((h, w), dtype=np.float32)
-    mix = 1.0 / (1.0 + np.exp(-1.5 * noise_grid(grid.x, grid.y, 90.0, seed * 43 + key)))
-    for n_fam, (dth, weight) in enumerate(((0.0, mix), (1.2, 1.0 - mix))):
-        c, s = math.cos(theta + dth), math.sin(theta + dth)
+    for n_fam, weight in enumerate(_fibre_weights(seed, grid.x, grid.y)):
+        if float(weight.max()) < 0.02:
+            continue
+        c, s = math.cos(theta + n_fam * np.pi / _FIBRE_FAMILIES), math.sin(theta + n_fam * np.pi / _FIBRE_FAMILIES)
         u = (X * c + Y * s) / 9.0
-        v = (-X * s + Y * c + warp) / 1.1
+        v = (-X * s + Y * c + warp) / 1.3
         fib += noise_points(u, v, seed * 47 + key + n_fam) * weight
     coarse = noise_grid(grid.x, grid.y, 30.0, seed * 53 + key)
-    eosin = np.clip(0.32 + 0.1 * fib + 0.08 * coarse, 0.03, None).astype(np.float32)
-    hema = np.full((h, w), 0.04, dtype=np.float32)
+    density = np.clip(0.5 + 0.35 * fib, 0.0, 1.0)  # fibre bundles vs pale gaps between them
+    eosin = (np.float32(0.08) + np.float32(0.22) * density) * (1.0 + 0.25 * coarse)
+    eosin = np.clip(eosin, 0.02, None).astype(np.float32)
+    hema = np.full((h, w), 0.025, dtype=np.float32)
     # -- tissue presence: tears and fat spaces are blank
     presence = noise_grid(grid.x, grid.y, 70.0, seed * 59 + key)
     tissue = np.clip((presence + 1.4) / 0.5, 0.0, 1.0).astype(np.float32)
-    # -- glands: pink-purple epithelium around a blank lumen
-    for ch in chunks:
-        for gx, gy, ga, gb, gang in ch.glands:
-            got = _blob(grid, gx, gy, ga, gb, gang, np.zeros((0, 3)), 1.0)
-            if got is None:
-                continue
-            box, prof = got  # prof = 1 - rho^2
-            rho2 = 1.0 - prof
-            epi = ((rho2 < 1.0) & (rho2 > 0.42)).astype(np.float32)
-            lumen = np.clip((0.42 - rho2) / 0.04, 0.0, 1.0)
-            eosin[box] = eosin[box] * (1 - epi) + epi * 0.22
-            hema[box] += epi * 0.08
-            tissue[box] *= 1.0 - lumen
+    # -- glands: pink-lilac epithelium around a blank lumen
+    for gx, gy, ga, gb, gang in glands:
+        got = _blob(grid, gx, gy, ga, gb, gang, np.zeros((0, 3)), 1.0)
+        if got is None:
+            continue
+        box, prof = got  # prof = 1 - rho^2
+        rho2 = 1.0 - prof
+        epi = np.clip((1.0 - rho2) / 0.05, 0.0, 1.0) * np.clip((rho2 - 0.42) / 0.03, 0.0, 1.0)
+        lumen = np.clip((0.42 - rho2) / 0.04, 0.0, 1.0)
+        eosin[box] = eosin[box] * (1 - epi) + epi * 0.2
+        hema[box] += epi * 0.06
+        tissue[box] *= 1.0 - lumen
     # -- nuclei (haematoxylin) with chromatin texture and envelope
     nuc = np.zeros((h, w), dtype=np.float32)
-    for ch in chunks:
-        for n in ch.nuclei:
-            got = _blob(grid, n.cx, n.cy, n.a, n.b, n.angle, n.harmonics, 0.25)
-            if got is None:
-                continue
-            box, prof = got
-            rim = np.float32(n.rim) * np.clip(1.0 - np.abs(prof - 0.55) / 0.25, 0.0, 1.0)
-            nuc[box] = np.maximum(nuc[box], np.float32(n.hema) * (prof * (1 - n.rim * 0.5) + rim))
+    ks = np.array([2.0, 3.0, 4.0])
+    for row in nuclei:
+        harm = np.stack([ks, row[_NHARM::2], row[_NHARM + 1 :: 2]], axis=1)
+        got = _blob(grid, row[_NX], row[_NY], row[_NA], row[_NB], row[_NANG], harm, 0.25)
+        if got is None:
+            continue
+        box, prof = got
+        rim_share = np.float32(row[_NRIM])
+        rim = rim_share * np.clip(1.0 - np.abs(prof - 0.55) / 0.25, 0.0, 1.0)
+        np.maximum(nuc[box], np.float32(row[_NHEMA]) * (prof * (1 - rim_share * 0.5) + rim), out=nuc[box])
     chrom = noise_grid(grid.x, grid.y, 0.6, seed * 61 + key)
-    hema += nuc * (1.0 + 0.25 * chrom)
-    eosin *= 1.0 - np.clip(nuc, 0, 1) * 0.6
+    hema += nuc * (1.0 + 0.3 * chrom)
+    eosin *= 1.0 - np.clip(nuc, 0, 1) * 0.5
     # -- red blood cells: small, strongly eosinophilic biconcave discs
     rbc = np.zeros((h, w), dtype=np.float32)
-    for ch in chunks:
-        for x, y in ch.rbcs:
-            got = _blob(grid, float(x), float(y), 3.7, 3.5, 0.0, np.zeros((0, 3)), 0.3)
-            if got is not None:
-                box, prof = got
-                rho2 = 1.0 - prof ** (1 / 0.3)
-                rbc[box] = np.maximum(rbc[box], prof * (0.75 + 0.35 * rho2))
-    eosin = eosin * (1 - np.clip(rbc, 0, 1)) + rbc * 1.15
+    for x, y in rbcs:
+        got = _blob(grid, float(x), float(y), 3.7, 3.5, 0.0, np.zeros((0, 3)), 1.0)
+        if got is not None:
+            box, prof = got
+            disc = np.clip(prof / 0.15, 0.0, 1.0) * (0.8 + 0.25 * (1.0 - prof))
+            np.maximum(rbc[box], disc, out=rbc[box])
+    eosin = eosin * (1 - np.clip(rbc, 0, 1)) + rbc * 0.9
     eosin *= tissue
     hema *= tissue
     # phase: sections are thin and stained, but denser structures still add optical path
