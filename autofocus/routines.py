@@ -494,6 +494,10 @@ def run_autofocus(
             run.record.final_z_um = stage.z_um
         except Exception as read_exc:
             exc.add_note(f"reading the stage position after the error failed: {read_exc!r}")
+        exc.add_note(
+            f"autofocus {routine!r} stopped after {run.record.frames_used} frame(s) and {len(run.record.moves)} "
+            f"move(s); stage stop {'FAILED' if stop_error else 'done'}, last read position z={run.record.final_z_um} um"
+        )
         run.record.outcome = "cancelled" if isinstance(exc, CancelledError) else "failed"
         run.record.message = f"{type(exc).__name__}: {exc}" + (" (stop failed)" if stop_error else "")
         run.finish_times()
