@@ -235,3 +235,30 @@ def test_refusals(scope: SimulatedMicroscope, tmp_path: Path) -> None:
     with pytest.raises(LimitError, match="outside the soft limits"):
         _acquire(scope, tmp_path / "c", plan)
     assert len(ZStackDataset(tmp_path / "c")) == 0
+
+
+def test_cli_acquire_on_the_simulator_and_resume(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from autofocus.cli import main
+
+    argv = ["acquire", str(tmp_path / "ds"), "--simulated", "--hw", "sim_frame_width=224", "--hw",
+            "sim_frame_height=224", "--z-min", "-1", "--z-max", "1", "--z-step", "1", "--grid", "2", "1",
+            "--no-progress"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert '"planes_written": 6' in out and '"z_reference": "physical_focal_plane"' in out
+    ds = ZStackDataset(tmp_path / "ds")
+    assert len(ds) == 6 and sorted(ds.stacks) == ["p0000", "p0001"] and ds.source["hardware"]["simulated"]
+    assert main(argv) == 2  # exists: refuses without --resume
+    assert "pass resume=True" in capsys.readouterr().err
+    assert main([*argv, "--resume"]) == 0
+    assert '"planes_skipped": 6' in capsys.readouterr().out
+
+
+def test_cli_acquire_refuses_unclear_hardware(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from autofocus.cli import main
+
+    assert main(["acquire", str(tmp_path / "a")]) == 2
+    assert "say which microscope to use" in capsys.readouterr().err
+    assert main(["acquire", str(tmp_path / "b"), "--simulated", "--hw", "camera=opencv"]) == 2
+    assert "--simulated contradicts" in capsys.readouterr().err
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()

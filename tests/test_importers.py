@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import cv2
@@ -143,3 +144,24 @@ def test_read_image_file_refuses_unsupported(tmp_path: Path) -> None:
     tifffile.imwrite(tmp_path / "f.tif", np.zeros((8, 8, 3), np.float32), photometric="rgb")
     with pytest.raises(DatasetError, match="dtype float32 is not supported"):
         read_image_file(tmp_path / "f.tif")
+
+
+def test_cli_imports_and_info(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from autofocus.cli import main
+
+    _jiang_fixture(tmp_path / "jiang")
+    assert main(["dataset", "import-jiang", str(tmp_path / "jiang"), "--out", str(tmp_path / "j"),
+                 "--no-progress"]) == 0
+    assert '"tiles": 12' in capsys.readouterr().out
+    src = tmp_path / "folder"
+    src.mkdir()
+    for z in (-1, 1):
+        cv2.imwrite(str(src / f"z{z}um.png"), _texture(z, (224, 224)))
+    assert main(["dataset", "import-folder", str(src), "--out", str(tmp_path / "f"), "--pixel-size-um", "0.2",
+                 "--no-progress"]) == 0
+    assert '"images": 2' in capsys.readouterr().out
+    assert main(["dataset", "info", str(tmp_path), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["z_references"] == ["external:filenames", "external:jiang2018"] and report["planes"] == 16
+    assert main(["dataset", "import-folder", str(src), "--out", str(tmp_path / "g"), "--regex", "nothing"]) == 2
+    assert "(?P<defocus>" in capsys.readouterr().err

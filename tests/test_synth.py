@@ -95,3 +95,18 @@ def test_bad_configs_are_refused() -> None:
         plan_slides(_config(objectives=("63x/1.4",)))
     with pytest.raises(ValueError, match="workers must be >= 1"):
         synthesize("/nonexistent-never-created", _config(), workers=0)
+
+
+def test_cli_synth_and_info(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from autofocus.cli import main
+
+    out = tmp_path / "synth"
+    assert main(["dataset", "synth", str(out), "--slides", "2", "--positions", "1", "--z-min", "-1", "--z-max", "1",
+                 "--z-step", "2", "--specimens", "cells", "--seed", "3", "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert '"planes_written": 4' in printed and '"cells 20x/0.75": 4' in printed
+    assert main(["dataset", "info", str(out), "--patches"]) == 0
+    text = capsys.readouterr().out
+    assert "total: 2 datasets, 2 stacks, 4 planes" in text and "patches kept" in text
+    assert main(["dataset", "synth", str(out), "--slides", "0"]) == 2
+    assert "slides and positions must be >= 1" in capsys.readouterr().err
