@@ -139,3 +139,18 @@ def test_blank_mask_bad_inputs_say_what_is_allowed() -> None:
         bad[0, 0, 0, 0] = np.nan
         blank_mask(bad)
     assert blank_mask(np.empty((0, 224, 224, 3), np.float32)).shape == (0,)
+
+
+def test_discriminant_on_the_simulator_keeps_faint_phase_cells_and_drops_empty_glass() -> None:
+    from drivers.simulated import SimulatedMicroscope
+
+    def patches(phase_scale: float, jpeg: int | None) -> np.ndarray:
+        scope = SimulatedMicroscope(seed=21, specimen="cells", frame_shape=(224, 224), stain_scale=0.0,
+                                    phase_scale=phase_scale, jpeg_quality=jpeg, source_points=1)
+        frames = [scope.render_patch(400.0 * i, 0.0, d, 224, read_noise_e=12.0, exposure_ms=10.0, rng=i)
+                  for i in range(2) for d in (0.0, 0.5, 6.0)]  # dim, noisy; in focus, near focus, defocused
+        return to_unit_float(np.stack(frames))
+
+    for jpeg in (None, 70):
+        assert not blank_mask(patches(0.5, jpeg)).any()  # unstained cells at half the usual phase
+        assert blank_mask(patches(0.0, jpeg)).all()  # empty glass
