@@ -7,6 +7,7 @@ emulator on a pty through pyserial, and OpenCV reading an image sequence.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -142,6 +143,9 @@ def test_opencv_camera_with_asi_stage(tmp_path: Path, asi: ASIEmulator) -> None:
     finally:
         hw.close()
     # close() stopped the stage before closing: the controller got HALT, the move ended early.
+    deadline = time.monotonic() + 5.0
+    while "HALT" not in asi.received and time.monotonic() < deadline:
+        time.sleep(0.01)  # the emulator thread reads what was written just before the port closed
     assert "HALT" in asi.received
     assert not asi.motion.moving and asi.motion.position_um < 59.0
 

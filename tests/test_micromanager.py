@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -289,4 +290,54 @@ def test_zscan_autofocus_on_fluorescent_beads(session: MicroManagerSession) -> N
         stage.move_to(0.0)
         cam.close()
         stage.close()
+        _demo_camera_state(session)
+
+
+@pytest.mark.slow
+def test_service_with_micromanager(session: MicroManagerSession, tmp_path: Path) -> None:
+    """The service on the Micro-Manager demo backend: move Z and autofocus through the HTTP API."""
+    fastapi_testclient = pytest.importorskip("fastapi.testclient")
+    from service.app import create_app
+    from service.settings import Settings
+
+    session.close()  # pycromanager holds one python core per process: the service opens its own
+    try:
+        settings = Settings(
+            camera="micromanager",
+            stage="micromanager",
+            stage_limits_um=(-100.0, 100.0),
+            stage_max_step_um=50.0,
+            api_key="mm-test-key-123",
+            runs_db=tmp_path / "runs.sqlite3",
+            data_root=tmp_path / "data",
+            predictor_threads=1,
+        )
+        headers = {"X-API-Key": "mm-test-key-123"}
+        with fastapi_testclient.TestClient(create_app(settings)) as client:
+            hw = client.app.state.service.hardware
+            core = hw.camera.session.core  # the service's own core: put the demo camera into bead mode
+            for prop, value in (("PixelType", "16bit"), ("OnCameraCCDXSize", 320), ("OnCameraCCDYSize", 240)):
+                core.call("set_property", "Camera", prop, value)
+            core.call("set_property", "Camera", "Mode", "Fluorescent Beads")
+            core.call("set_property", "Camera", "BeadBlurRate", 0.5)
+
+            moved = client.post("/stage/z", json={"z_um": 6.0}, headers=headers)
+            assert moved.status_code == 200, moved.text
+            assert moved.json()["z_um"] == pytest.approx(6.0)
+
+            options = {"measure": "normalized_variance", "search_range_um": 20.0, "approach": "none"}
+            started = client.post("/autofocus", json={"routine": "zscan", "options": options}, headers=headers)
+            assert started.status_code == 202, started.text
+            job_url = started.headers["Location"]
+            for _ in range(600):
+                job = client.get(job_url, headers=headers).json()
+                if job["status"] in ("succeeded", "failed", "cancelled"):
+                    break
+                time.sleep(0.05)
+            assert job["status"] == "succeeded", job
+            assert abs(job["result"]["final_z_um"]) <= 1.0
+            z = client.get("/stage/z", headers=headers).json()["z_um"]
+            assert abs(z) <= 1.0
+    finally:
+        session.open()
         _demo_camera_state(session)

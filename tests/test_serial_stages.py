@@ -178,6 +178,9 @@ def test_stop_preempts_an_exchange_in_progress(rig: Rig) -> None:
     holder.join()
     stopper.join()
     assert stopped_while_locked
+    deadline = time.monotonic() + 5.0
+    while rig.emulator.motion.moving and time.monotonic() < deadline:
+        time.sleep(0.01)  # the emulator thread handles the halt it was sent
     assert not rig.emulator.motion.moving
     halted_at = rig.emulator.motion.position_um
     assert 0.0 < halted_at < 80.0
