@@ -34,7 +34,7 @@ from models.zstack import ZStackDataset, common_z_reference, open_datasets
 __all__ = ["SPLITS", "Augmentation", "FieldOfView", "PatchDataset", "split_fields_of_view"]
 
 SPLITS = ("train", "test", "all")
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # bump when the tiling or the discriminant changes
 
 FieldOfView = tuple[str, str]  # (dataset_id, stack name)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from typing import NamedTuple
 
+import cv2
 import numpy as np
 
 from models.errors import ModelInputError
@@ -39,6 +40,10 @@ MIN_CONTRAST = 0.004  # ... and by at least this much (about 1 grey level of 8 b
 CORRELATED_NOISE_FACTOR = 2.0  # block-scale noise may exceed the white-noise prediction by this factor,
 BLOCK_NOISE_CAP = 0.006  # ... or reach this level (JPEG removes pixel-scale noise but keeps block-scale noise)
 MIN_CONTENT_FRACTION = 0.01  # a patch with less content than this fraction of its area is blank
+
+
+_NOISE_KERNEL = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], dtype=np.float32)
+_CHANNEL_MEAN = np.full((1, 3), 1.0 / 3.0, dtype=np.float32)
 
 
 class Tile(NamedTuple):
@@ -135,6 +140,13 @@ def _check_patches(patches: np.ndarray) -> np.ndarray:
     return patches.astype(np.float32, copy=False)
 
 
+def _median_abs(values: np.ndarray) -> float:
+    """Median of ``|values|`` (upper median for even counts: one partition, no averaging)."""
+    flat = np.abs(values).ravel()
+    k = flat.size // 2
+    return float(np.partition(flat, k)[k])
+
+
 def _plane_design(height: int, width: int) -> np.ndarray:
     """``P x 3`` design matrix ``[1, u, v]`` of a background plane over a ``height x width`` grid."""
     v, u = np.meshgrid(np.linspace(-1.0, 1.0, height), np.linspace(-1.0, 1.0, width), indexing="ij")
@@ -150,25 +162,26 @@ def content_fraction(patches: np.ndarray) -> np.ndarray:
     n, h, w, _ = x.shape
     if n == 0:
         return np.zeros(0, dtype=np.float64)
-    gray = x.mean(axis=3, dtype=np.float32)
-
-    # Pixel noise (Immerkaer 1996): the 3x3 "difference of Laplacians" kernel [1,-2,1] x [1,-2,1]
-    # passes almost nothing of optically band-limited structure (the objectives oversample) but
-    # multiplies white noise by 6; the median makes it robust to the few sharp edges.
-    d2x = gray[:, :, :-2] - 2.0 * gray[:, :, 1:-1] + gray[:, :, 2:]
-    lap = d2x[:, :-2, :] - 2.0 * d2x[:, 1:-1, :] + d2x[:, 2:, :]
-    sigma_px = np.median(np.abs(lap.reshape(n, -1)), axis=1) / (6.0 * 0.6745)
-
-    # Block means: noise falls by BLOCK_PX for white noise; cells (tens of pixels) stay.
     hb, wb = h // BLOCK_PX, w // BLOCK_PX
-    blocks = gray[:, : hb * BLOCK_PX, : wb * BLOCK_PX].reshape(n, hb, BLOCK_PX, wb, BLOCK_PX).mean(axis=(2, 4))
+    sigma_px = np.empty(n, dtype=np.float64)
+    sigma_block = np.empty(n, dtype=np.float64)
+    blocks = np.empty((n, hb, wb), dtype=np.float32)
+    for i in range(n):  # per patch with OpenCV: several times faster than whole-batch numpy here
+        gray = cv2.transform(np.ascontiguousarray(x[i]), _CHANNEL_MEAN)
+        # Pixel noise (Immerkaer 1996): the 3x3 kernel [1,-2,1] x [1,-2,1] passes almost nothing
+        # of optically band-limited structure (the objectives oversample) but multiplies white
+        # noise by 6; the median (of every other row and column: 12,000 samples, plenty) makes it
+        # robust to sharp edges.
+        lap = cv2.filter2D(gray, -1, _NOISE_KERNEL)[1:-1:2, 1:-1:2]
+        sigma_px[i] = _median_abs(lap) / (6.0 * 0.6745)
+        # Block means: noise falls by BLOCK_PX for white noise; cells (tens of pixels) stay.
+        blocks[i] = cv2.resize(gray[: hb * BLOCK_PX, : wb * BLOCK_PX], (wb, hb), interpolation=cv2.INTER_AREA)
+        lap_b = cv2.filter2D(blocks[i], -1, _NOISE_KERNEL)[1:-1, 1:-1]
+        sigma_block[i] = _median_abs(lap_b) / (6.0 * 0.6745)
     sigma_white = sigma_px / BLOCK_PX
-    # Correlated noise (JPEG, demosaicing) averages down less; measure it at block scale too,
-    # but never let structure inflate it beyond max(CORRELATED_NOISE_FACTOR x the white
-    # prediction, BLOCK_NOISE_CAP).
-    d2x_b = blocks[:, :, :-2] - 2.0 * blocks[:, :, 1:-1] + blocks[:, :, 2:]
-    lap_b = d2x_b[:, :-2, :] - 2.0 * d2x_b[:, 1:-1, :] + d2x_b[:, 2:, :]
-    sigma_block = np.median(np.abs(lap_b.reshape(n, -1)), axis=1) / (6.0 * 0.6745)
+    # Correlated noise (JPEG, demosaicing) averages down less, so the block-scale estimate may
+    # raise the noise level, but never beyond max(CORRELATED_NOISE_FACTOR x the white
+    # prediction, BLOCK_NOISE_CAP), so that fine structure cannot pass itself off as noise.
     cap = np.maximum(CORRELATED_NOISE_FACTOR * sigma_white, BLOCK_NOISE_CAP)
     sigma = np.maximum(sigma_white, np.minimum(sigma_block, cap))
     threshold = np.maximum(NOISE_K * sigma, MIN_CONTRAST)[:, None]
@@ -180,8 +193,9 @@ def content_fraction(patches: np.ndarray) -> np.ndarray:
     coef = b @ np.linalg.pinv(a).T  # N x 3
     resid = b - coef @ a.T
     inlier = (np.abs(resid) <= threshold).astype(np.float64)
-    ata = np.einsum("pi,np,pj->nij", a, inlier, a)
-    atb = np.einsum("pi,np->ni", a, inlier * b)
+    outer = (a[:, :, None] * a[:, None, :]).reshape(a.shape[0], 9)
+    ata = (inlier @ outer).reshape(n, 3, 3)
+    atb = (inlier * b) @ a
     solvable = inlier.sum(axis=1) >= 0.1 * a.shape[0]
     if solvable.any():
         ata_s = ata[solvable] + 1e-9 * np.eye(3)
