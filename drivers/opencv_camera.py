@@ -35,6 +35,7 @@ from __future__ import annotations
 import concurrent.futures
 import os
 import re
+import sys
 import time
 from pathlib import Path
 from typing import Any, Literal
@@ -75,6 +76,10 @@ class OpenCVCamera(Camera):
         super().__init__(name, pixel_size_um=pixel_size_um)
         if backend not in ("v4l2", "any", "images"):
             raise ConfigurationError(f"opencv_backend={backend!r} is not allowed; use 'v4l2', 'any' or 'images'")
+        if backend == "v4l2" and not sys.platform.startswith("linux"):
+            raise ConfigurationError(
+                f"opencv_backend='v4l2' exists only on Linux (this is {sys.platform}); use opencv_backend='any'"
+            )
         if width <= 0 or height <= 0:
             raise ConfigurationError(f"opencv_width/opencv_height must be positive, got {width}x{height}")
         if len(fourcc) != 4:
