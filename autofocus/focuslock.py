@@ -153,7 +153,10 @@ class FocusLock:
             self.frames_snapped += 1
             source = "snapped"
         self.steps += 1
-        pred = self.predictor.predict(frame, bit_depth=o.bit_depth)
+        bit_depth = o.bit_depth
+        if bit_depth is None and frame.dtype == np.uint16:
+            bit_depth = self.camera.bit_depth  # a 12-bit camera's uint16 frames are scaled by 4095
+        pred = self.predictor.predict(frame, bit_depth=bit_depth)
         z_before = self.stage.z_um
         reliable = pred.tiles_used > 0 and pred.defocus_um is not None and pred.confidence >= o.min_confidence
         moved_um = 0.0

@@ -75,7 +75,7 @@ class AutofocusOptions:
     ``max_frames``, ``roi`` (x, y, width, height for the measure).
     Hybrid: ``hybrid_range_um`` and ``hybrid_tolerance_um`` of the local scan.
     All: ``approach`` and ``overshoot_um`` (backlash), ``bit_depth`` (significant bits of
-    ``uint16`` frames for the predictor; None: 16).
+    ``uint16`` frames for the predictor; None: the camera's ``bit_depth``).
     """
 
     min_confidence: float = 0.3
@@ -221,7 +221,7 @@ class _Run:
         frame = self.snap()
         self.cancel.raise_if_cancelled("predict")
         z = self.stage.z_um
-        pred = self.predictor.predict(frame, bit_depth=self.options.bit_depth)
+        pred = self.predictor.predict(frame, bit_depth=self.bit_depth(frame))
         entry = {
             "z_um": z,
             "defocus_um": pred.defocus_um,
@@ -234,6 +234,12 @@ class _Run:
         self.record.confidence = float(pred.confidence)
         self.emit("estimate", **entry)
         return pred
+
+    def bit_depth(self, frame: np.ndarray) -> int | None:
+        """Significant bits of ``frame``: the option, else the camera's for 16-bit frames."""
+        if self.options.bit_depth is not None:
+            return self.options.bit_depth
+        return self.camera.bit_depth if frame.dtype == np.uint16 else None
 
     def _leg(self, target_um: float, reason: str) -> None:
         """One checked move; ``flush`` before the next snap."""

@@ -246,3 +246,14 @@ def test_final_move_approaches_from_the_configured_side(predictor: Predictor, ap
     assert (step >= 1.5 - 1e-9) if approach == "below" else (step <= -1.5 + 1e-9)
     estimate = record.estimates[0]["defocus_um"]
     assert last["to_z_um"] == pytest.approx(record.start_z_um + scope.focus_stage.direction * estimate, abs=1e-9)
+
+
+def test_uint16_frames_are_scaled_by_the_camera_bit_depth(predictor: Predictor) -> None:
+    scope = make_scope(bit_depth=12, noise=False)
+    scope.focus_stage.move_to(2.0)
+    options = AutofocusOptions(min_confidence=1.0)  # refused after one estimate: the stage stays put
+    record = run_autofocus("oneshot", scope.camera, scope.focus_stage, predictor, options)
+    frame = scope.camera.snap()
+    assert frame.dtype == np.uint16 and int(frame.max()) <= 4095
+    expected = predictor.predict(frame, bit_depth=12).defocus_um
+    assert record.estimates[0]["defocus_um"] == pytest.approx(expected, abs=1e-5)
