@@ -37,7 +37,10 @@ Where the paper is ambiguous and what this module chooses:
    "fully connected + regression layer"); no hidden FC layer, which keeps the model at KB size.
 6. **Normalisation**: the paper does not say; we use per-channel mean/std buffers (defaults 0.5 /
    0.25, set from the training data by the trainer) so a checkpoint or ONNX file is self-contained.
-7. **Output scale**: the regression target is defocus in um directly (|z| <= 10), no rescaling.
+7. **Output scale**: the network regresses defocus in um directly, but the last Linear's output is
+   multiplied by a fixed ``output_scale_um`` (default 5, about the spread of |z| <= 10 um targets), so
+   that unit-sized weights already span the target range; with Adam at lr 1e-3 an unscaled head needs
+   hundreds of steps just to grow to +-10 um. The factor is a constant, not a learned parameter.
 """
 
 from __future__ import annotations
@@ -137,6 +140,7 @@ class LDSENet(nn.Module):
         bn_size: bottleneck width multiplier (``bn_size * growth_rate``); 0 disables the bottleneck.
         compression: transition output channels = floor(compression * input channels), in (0, 1].
         se_reduction: SE hidden units = channels // se_reduction.
+        output_scale_um: constant factor on the head's output (see choice 7 above).
         mean, std: per-channel input normalisation (RGB), stored as buffers.
     """
 
@@ -148,6 +152,7 @@ class LDSENet(nn.Module):
         bn_size: int = 2,
         compression: float = 0.5,
         se_reduction: int = 4,
+        output_scale_um: float = 5.0,
         mean: tuple[float, float, float] | list[float] = (0.5, 0.5, 0.5),
         std: tuple[float, float, float] | list[float] = (0.25, 0.25, 0.25),
     ) -> None:
@@ -159,6 +164,8 @@ class LDSENet(nn.Module):
             raise ValueError(f"bn_size must be an int >= 0 (0 = no bottleneck), got {bn_size!r}")
         if not block_config or any(not isinstance(n, int) or n < 1 for n in block_config):
             raise ValueError(f"block_config must be a non-empty sequence of ints >= 1, got {block_config!r}")
+        if not (isinstance(output_scale_um, int | float) and 0.0 < output_scale_um < 1e6):
+            raise ValueError(f"output_scale_um must be a positive number, got {output_scale_um!r}")
         if not 0.0 < float(compression) <= 1.0:
             raise ValueError(f"compression must be in (0, 1], got {compression!r}")
         if len(mean) != 3 or len(std) != 3 or any(s <= 0 for s in std):
@@ -186,6 +193,7 @@ class LDSENet(nn.Module):
         self.final = nn.Sequential(nn.BatchNorm2d(channels), nn.Tanh())
         self.se = TanhSqueezeExcite(channels, se_reduction)
         self.head = nn.Linear(channels, 1)
+        self.output_scale_um = float(output_scale_um)
         self.num_features = channels
         self._init_weights()
 
@@ -210,7 +218,7 @@ class LDSENet(nn.Module):
         x = self.features(self.stem(x))
         x = self.se(self.final(x))
         x = x.mean(dim=(2, 3))
-        return self.head(x).squeeze(1)
+        return self.head(x).squeeze(1) * self.output_scale_um
 
 
 def _check_positive_int(name: str, value: object) -> None:
