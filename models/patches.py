@@ -278,10 +278,9 @@ class PatchDataset(Dataset[tuple[torch.Tensor, float]]):
                 bar.close()
         self._source_of = np.concatenate(source_ids)
         self._row_of = np.concatenate(rows)
-        self.defocus_um: np.ndarray = np.array(
-            [self._sources[s].defocus_um[r] for s, r in zip(self._source_of, self._row_of, strict=True)],
-            dtype=np.float32,
-        )
+        self.defocus_um: np.ndarray = np.concatenate(
+            [src.defocus_um[keep] for src, keep in zip(self._sources, rows, strict=True)]
+        ).astype(np.float32)
         self.tiles_total = sum(s.tiles_total for s in self._sources)
         self.tiles_kept = sum(len(s.tiles) for s in self._sources)
 
