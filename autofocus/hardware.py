@@ -35,6 +35,7 @@ __all__ = [
     "HardwareConfig",
     "config_from_mapping",
     "open_hardware",
+    "open_one_device",
 ]
 
 log = logging.getLogger(__name__)
@@ -255,6 +256,36 @@ def open_hardware(cfg: HardwareConfig) -> Hardware:
         _run_all_after_failure(opened)
         raise
     return Hardware(config=cfg, camera=camera, focus_stage=stage, _finalizers=finalizers)
+
+
+def open_one_device(cfg: HardwareConfig, which: Literal["camera", "focus_stage"]) -> tuple[Any, Callable[[], None]]:
+    """Open only the camera or only the focus stage; return it and a function that closes it.
+
+    For commissioning (``autofocus check``): when ``open_hardware`` fails, this tells which of
+    the two devices is at fault. The simulated backend opens its whole microscope.
+    """
+    if which not in ("camera", "focus_stage"):
+        raise ValueError(f"which must be 'camera' or 'focus_stage', got {which!r}")
+    if cfg.camera == "simulated":
+        hw = _open_simulated(cfg)
+        return getattr(hw, which), hw.close
+    opened: list[tuple[str, Callable[[], None]]] = []
+    try:
+        backend = cfg.camera if which == "camera" else cfg.stage
+        session = None
+        if backend == "micromanager":
+            session = _mm_session(cfg)
+            session.open()
+            opened.append(("close micromanager session", session.close))
+        device: Camera | FocusStage = _make_camera(cfg, session) if which == "camera" else _make_stage(cfg, session)
+        device.open()
+        opened.insert(0, (f"close {which}", device.close))
+        if isinstance(device, Camera):
+            _apply_camera_settings(cfg, device)
+    except BaseException:
+        _run_all_after_failure(opened)
+        raise
+    return device, lambda: _run_all(opened)
 
 
 def _run_all_after_failure(steps: list[tuple[str, Callable[[], None]]]) -> None:

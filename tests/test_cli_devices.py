@@ -112,7 +112,7 @@ def test_check_on_the_micromanager_demo(capsys: pytest.CaptureFixture[str]) -> N
     assert "0.000 -> 5.000 -> 0.000 um" in steps["stage move and back"]["detail"]
 
 
-def test_check_reports_a_silent_stage_then_passes_when_it_answers(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+def test_check_finds_the_silent_stage_and_passes_when_it_answers(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
     import cv2
     import numpy as np
 
@@ -142,6 +142,10 @@ def test_check_reports_a_silent_stage_then_passes_when_it_answers(tmp_path: Path
         steps = {s["step"]: s for s in report["steps"]}
         assert code == 1
         assert steps["open devices"]["ok"] is False and "DeviceTimeoutError" in steps["open devices"]["detail"]
+        # Each device alone: the camera works, the stage is the one at fault.
+        assert steps["camera alone"]["ok"] is True and "96x64" in steps["camera alone"]["detail"]
+        assert steps["focus stage alone"]["ok"] is False
+        assert "no reply" in steps["focus stage alone"]["detail"]
         emulator.mute = False
         code, report = _run_json(capsys, argv)
         assert code == 0

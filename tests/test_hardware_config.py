@@ -17,7 +17,7 @@ import pytest
 from emulators.controllers import ASIEmulator
 from pydantic import ValidationError
 
-from autofocus.hardware import Hardware, HardwareConfig, config_from_mapping, open_hardware
+from autofocus.hardware import Hardware, HardwareConfig, config_from_mapping, open_hardware, open_one_device
 from drivers.errors import ConfigurationError
 from drivers.serial import ASIStage
 
@@ -186,6 +186,28 @@ def test_micromanager_camera_and_stage_share_one_core() -> None:
     finally:
         hw.close()
     assert not is_pymmcore_active()
+
+
+@pytest.mark.micromanager
+def test_one_device_alone_for_diagnosis() -> None:
+    pytest.importorskip("mm_test_adapters")
+    from mmpycorex import is_pymmcore_active
+
+    cfg = HardwareConfig(camera="micromanager", stage="micromanager", stage_limits_um=(-100.0, 100.0))
+    camera, close = open_one_device(cfg, "camera")
+    try:
+        assert camera.snap().ndim == 3
+    finally:
+        close()
+    assert not camera.is_open and not is_pymmcore_active()
+    stage, close = open_one_device(cfg, "focus_stage")
+    try:
+        assert stage.z_um == pytest.approx(0.0, abs=300.0)
+    finally:
+        close()
+    assert not is_pymmcore_active()
+    with pytest.raises(ValueError, match="which"):
+        open_one_device(cfg, "xy_stage")  # type: ignore[arg-type]
 
 
 @pytest.mark.micromanager

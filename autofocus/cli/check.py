@@ -114,7 +114,10 @@ def run(args: argparse.Namespace) -> int:
         holder["hw"] = open_hardware(config)
         return f"camera={config.camera}, stage={config.stage}"
 
-    if report.step("open devices", do_open):
+    opened = report.step("open devices", do_open)
+    if not opened and report.steps[0]["error"] != "ConfigurationError":
+        _diagnose(report, config)
+    if opened:
         hw = holder["hw"]
 
         def close() -> str:
@@ -129,6 +132,29 @@ def run(args: argparse.Namespace) -> int:
     if report.steps[0]["error"] == "ConfigurationError":
         return 2
     return 0 if report.ok else 1
+
+
+def _diagnose(report: _Report, config: Any) -> None:
+    """Opening both failed: open each alone to tell which one is at fault."""
+    from autofocus.hardware import open_one_device
+
+    def camera_alone() -> str:
+        camera, close = open_one_device(config, "camera")
+        try:
+            frame = camera.snap()
+            return f"the camera works alone: {frame.shape[1]}x{frame.shape[0]} {frame.dtype}"
+        finally:
+            close()
+
+    def stage_alone() -> str:
+        stage, close = open_one_device(config, "focus_stage")
+        try:
+            return f"the focus stage works alone: z = {stage.z_um:.3f} um"
+        finally:
+            close()
+
+    report.step("camera alone", camera_alone)
+    report.step("focus stage alone", stage_alone)
 
 
 def _check_devices(report: _Report, hw: Any, args: argparse.Namespace) -> None:

@@ -12,6 +12,7 @@ import argparse
 import concurrent.futures
 import glob
 import json
+import os
 from importlib import metadata
 from typing import Any
 
@@ -34,9 +35,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print JSON")
 
 
+def _by_id_links() -> dict[str, list[str]]:
+    """Real device -> its stable ``/dev/serial/by-id`` names (Linux), for ``serial_port``."""
+    links: dict[str, list[str]] = {}
+    for link in sorted(glob.glob("/dev/serial/by-id/*")):
+        links.setdefault(os.path.realpath(link), []).append(link)
+    return links
+
+
 def serial_ports() -> list[dict[str, Any]]:
     from serial.tools import list_ports
 
+    by_id = _by_id_links()
     ports = []
     for port in sorted(list_ports.comports(), key=lambda p: p.device):
         ports.append(
@@ -47,6 +57,7 @@ def serial_ports() -> list[dict[str, Any]]:
                 "vid_pid": f"{port.vid:04x}:{port.pid:04x}" if port.vid is not None and port.pid is not None else None,
                 "manufacturer": port.manufacturer,
                 "hint": _USB_VENDORS.get(port.vid) if port.vid is not None else None,
+                "stable_names": by_id.get(os.path.realpath(port.device), []),
             }
         )
     return ports
@@ -129,6 +140,8 @@ def run(args: argparse.Namespace) -> int:
     for p in report["serial_ports"]:
         hint = f"  [{p['hint']}]" if p["hint"] else ""
         print(f"  {p['device']:<16} {p['description']}  {p['vid_pid'] or ''}{hint}")
+        for name in p["stable_names"]:
+            print(f"      stable name: {name}")
     if not report["serial_ports"]:
         print("  none")
     print("Cameras (camera=opencv, opencv_device=<device>):")
