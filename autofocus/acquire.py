@@ -347,9 +347,7 @@ def acquire_dataset(
             if xy is not None and xy_stage is not None:
                 xy_stage.move_to(*xy)
             x_um, y_um = xy if xy is not None else (None, None)
-            focus_z, score = _focus_for(
-                stack, stacks_done.get(stack), camera, focus_stage, plan, true_defocus, cancel
-            )
+            focus_z, score = _focus_for(stack, stacks_done.get(stack), camera, focus_stage, plan, true_defocus, cancel)
             focus_found[stack] = focus_z
             if stack not in stacks_done:
                 writer.set_stack(stack, x_um=x_um, y_um=y_um, focus_z_um=focus_z, focus_score=score)

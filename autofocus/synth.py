@@ -225,8 +225,16 @@ def _render_slide(args: tuple[SlideSpec, SynthConfig, str]) -> tuple[int, int]:
             frame = scope.render_patch(
                 x_um, y_um, defocus, config.frame_size, rng=np.random.default_rng([spec.slide_seed, p, j, 0x9015E])
             )
-            writer.write_plane(frame, key=key, stack=stack, defocus_um=defocus, z_um=-defocus, x_um=x_um, y_um=y_um,
-                               exposure_ms=spec.exposure_ms)
+            writer.write_plane(
+                frame,
+                key=key,
+                stack=stack,
+                defocus_um=defocus,
+                z_um=-defocus,
+                x_um=x_um,
+                y_um=y_um,
+                exposure_ms=spec.exposure_ms,
+            )
             written += 1
         writer.commit()  # one manifest rewrite per stack: an interruption loses at most one stack
         if _progress_queue is not None:

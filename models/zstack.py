@@ -415,8 +415,15 @@ class ZStackWriter:
         if time_s is None:
             time_s = (datetime.now(UTC) - self._created).total_seconds()
         return self._append(
-            file=rel, key=key, stack=stack, defocus_um=defocus, z_um=z_um, x_um=x_um, y_um=y_um,
-            time_s=time_s, exposure_ms=exposure_ms,
+            file=rel,
+            key=key,
+            stack=stack,
+            defocus_um=defocus,
+            z_um=z_um,
+            x_um=x_um,
+            y_um=y_um,
+            time_s=time_s,
+            exposure_ms=exposure_ms,
         )
 
     def reference_file(
@@ -442,8 +449,15 @@ class ZStackWriter:
         root = self.path.resolve()
         stored = str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
         return self._append(
-            file=stored, key=key, stack=stack, defocus_um=defocus, z_um=z_um, x_um=x_um, y_um=y_um,
-            time_s=None, exposure_ms=None,
+            file=stored,
+            key=key,
+            stack=stack,
+            defocus_um=defocus,
+            z_um=z_um,
+            x_um=x_um,
+            y_um=y_um,
+            time_s=None,
+            exposure_ms=None,
         )
 
     def commit(self, *, complete: bool | None = None) -> None:

@@ -240,9 +240,25 @@ def test_refusals(scope: SimulatedMicroscope, tmp_path: Path) -> None:
 def test_cli_acquire_on_the_simulator_and_resume(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from autofocus.cli import main
 
-    argv = ["acquire", str(tmp_path / "ds"), "--simulated", "--hw", "sim_frame_width=224", "--hw",
-            "sim_frame_height=224", "--z-min", "-1", "--z-max", "1", "--z-step", "1", "--grid", "2", "1",
-            "--no-progress"]
+    argv = [
+        "acquire",
+        str(tmp_path / "ds"),
+        "--simulated",
+        "--hw",
+        "sim_frame_width=224",
+        "--hw",
+        "sim_frame_height=224",
+        "--z-min",
+        "-1",
+        "--z-max",
+        "1",
+        "--z-step",
+        "1",
+        "--grid",
+        "2",
+        "1",
+        "--no-progress",
+    ]
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert '"planes_written": 6' in out and '"z_reference": "physical_focal_plane"' in out

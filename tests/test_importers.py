@@ -96,10 +96,16 @@ def test_folder_import_with_regex_units_and_stacks(tmp_path: Path) -> None:
     for pos in ("fieldA", "fieldB"):
         for z in (-1.5, 0.0, 2.0):
             (src / pos).mkdir(parents=True, exist_ok=True)
-            img = (_texture(int(z * 10) + len(pos), (240, 260)).astype(np.uint16) * 16)  # 12-bit data in uint16
+            img = _texture(int(z * 10) + len(pos), (240, 260)).astype(np.uint16) * 16  # 12-bit data in uint16
             tifffile.imwrite(src / pos / f"img_z{z:+.1f}um.tif", img, photometric="rgb")
-    result = import_folder(src, tmp_path / "ds", pixel_size_um=0.22, objective="10x/0.25", bit_depth=12,
-                           z_reference="sharpness_peak:brenner")
+    result = import_folder(
+        src,
+        tmp_path / "ds",
+        pixel_size_um=0.22,
+        objective="10x/0.25",
+        bit_depth=12,
+        z_reference="sharpness_peak:brenner",
+    )
     assert result.planes == {"images": 6} and result.stacks == {"images": 2}
     ds = ZStackDataset(tmp_path / "ds")
     assert ds.bit_depth == 12 and ds.dtype == np.uint16 and ds.z_reference == "sharpness_peak:brenner"
@@ -150,15 +156,29 @@ def test_cli_imports_and_info(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     from autofocus.cli import main
 
     _jiang_fixture(tmp_path / "jiang")
-    assert main(["dataset", "import-jiang", str(tmp_path / "jiang"), "--out", str(tmp_path / "j"),
-                 "--no-progress"]) == 0
+    assert (
+        main(["dataset", "import-jiang", str(tmp_path / "jiang"), "--out", str(tmp_path / "j"), "--no-progress"]) == 0
+    )
     assert '"tiles": 12' in capsys.readouterr().out
     src = tmp_path / "folder"
     src.mkdir()
     for z in (-1, 1):
         cv2.imwrite(str(src / f"z{z}um.png"), _texture(z, (224, 224)))
-    assert main(["dataset", "import-folder", str(src), "--out", str(tmp_path / "f"), "--pixel-size-um", "0.2",
-                 "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "dataset",
+                "import-folder",
+                str(src),
+                "--out",
+                str(tmp_path / "f"),
+                "--pixel-size-um",
+                "0.2",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     assert '"images": 2' in capsys.readouterr().out
     assert main(["dataset", "info", str(tmp_path), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)

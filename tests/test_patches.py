@@ -33,11 +33,19 @@ def _half_blank_frame(seed: int) -> np.ndarray:
     return frame
 
 
-def _make_dataset(path: Path, stacks: int, planes: int, *, z_reference: str = "physical_focal_plane",
-                  half_blank: bool = False, bits: int = 8) -> ZStackDataset:
+def _make_dataset(
+    path: Path,
+    stacks: int,
+    planes: int,
+    *,
+    z_reference: str = "physical_focal_plane",
+    half_blank: bool = False,
+    bits: int = 8,
+) -> ZStackDataset:
     dtype = np.uint8 if bits == 8 else np.uint16
-    with ZStackWriter(path, z_reference=z_reference, objective="20x/0.75", pixel_size_um=0.1725,
-                      bit_depth=bits, autocommit=False) as w:
+    with ZStackWriter(
+        path, z_reference=z_reference, objective="20x/0.75", pixel_size_um=0.1725, bit_depth=bits, autocommit=False
+    ) as w:
         for s in range(stacks):
             w.set_stack(f"pos{s:03d}", x_um=float(s), y_um=0.0, focus_z_um=0.0)
             for i in range(planes):
@@ -165,8 +173,9 @@ def test_bad_arguments_and_small_frames(tmp_path: Path) -> None:
         PatchDataset(tmp_path / "ds", split="train")
     with pytest.raises(DatasetError, match="z_range_um"):
         PatchDataset(tmp_path / "ds", z_range_um=(1.0, -1.0))
-    with ZStackWriter(tmp_path / "small", z_reference="physical_focal_plane", objective="x", pixel_size_um=1.0,
-                      bit_depth=8) as w:
+    with ZStackWriter(
+        tmp_path / "small", z_reference="physical_focal_plane", objective="x", pixel_size_um=1.0, bit_depth=8
+    ) as w:
         w.set_stack("s", x_um=None, y_um=None, focus_z_um=None)
         w.write_plane(np.zeros((100, 300, 3), np.uint8), key="k", stack="s", defocus_um=0.0)
     with pytest.raises(DatasetError, match=r"frames of 100x300 are smaller than one 224x224 tile"):

@@ -101,8 +101,31 @@ def test_cli_synth_and_info(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     from autofocus.cli import main
 
     out = tmp_path / "synth"
-    assert main(["dataset", "synth", str(out), "--slides", "2", "--positions", "1", "--z-min", "-1", "--z-max", "1",
-                 "--z-step", "2", "--specimens", "cells", "--seed", "3", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "dataset",
+                "synth",
+                str(out),
+                "--slides",
+                "2",
+                "--positions",
+                "1",
+                "--z-min",
+                "-1",
+                "--z-max",
+                "1",
+                "--z-step",
+                "2",
+                "--specimens",
+                "cells",
+                "--seed",
+                "3",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert '"planes_written": 4' in printed and '"cells 20x/0.75": 4' in printed
     assert main(["dataset", "info", str(out), "--patches"]) == 0

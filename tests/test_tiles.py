@@ -145,10 +145,20 @@ def test_discriminant_on_the_simulator_keeps_faint_phase_cells_and_drops_empty_g
     from drivers.simulated import SimulatedMicroscope
 
     def patches(phase_scale: float, jpeg: int | None) -> np.ndarray:
-        scope = SimulatedMicroscope(seed=21, specimen="cells", frame_shape=(224, 224), stain_scale=0.0,
-                                    phase_scale=phase_scale, jpeg_quality=jpeg, source_points=1)
-        frames = [scope.render_patch(400.0 * i, 0.0, d, 224, read_noise_e=12.0, exposure_ms=10.0, rng=i)
-                  for i in range(2) for d in (0.0, 0.5, 6.0)]  # dim, noisy; in focus, near focus, defocused
+        scope = SimulatedMicroscope(
+            seed=21,
+            specimen="cells",
+            frame_shape=(224, 224),
+            stain_scale=0.0,
+            phase_scale=phase_scale,
+            jpeg_quality=jpeg,
+            source_points=1,
+        )
+        frames = [
+            scope.render_patch(400.0 * i, 0.0, d, 224, read_noise_e=12.0, exposure_ms=10.0, rng=i)
+            for i in range(2)
+            for d in (0.0, 0.5, 6.0)
+        ]  # dim, noisy; in focus, near focus, defocused
         return to_unit_float(np.stack(frames))
 
     for jpeg in (None, 70):

@@ -45,8 +45,17 @@ def _write_stacks(w: ZStackWriter, stacks: int, planes: int, dtype: type = np.ui
             frame = _frame(100 * s + i, dtype, bits)
             frames.append(frame)
             d = -1.0 + 0.5 * i
-            w.write_plane(frame, key=f"pos{s:03d}/z{i:03d}", stack=f"pos{s:03d}", defocus_um=d, z_um=100.0 + s + d,
-                          x_um=1000.0 * s, y_um=-5.0, time_s=float(i), exposure_ms=10.0)
+            w.write_plane(
+                frame,
+                key=f"pos{s:03d}/z{i:03d}",
+                stack=f"pos{s:03d}",
+                defocus_um=d,
+                z_um=100.0 + s + d,
+                x_um=1000.0 * s,
+                y_um=-5.0,
+                time_s=float(i),
+                exposure_ms=10.0,
+            )
     return frames
 
 

@@ -26,27 +26,53 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("out", type=Path, help="dataset folder to create (or continue with --resume)")
     hw = parser.add_argument_group("hardware")
     hw.add_argument("--config", type=Path, default=None, help="TOML file with hardware settings (flat names)")
-    hw.add_argument("--hw", type=_setting, action="append", default=[], metavar="NAME=VALUE",
-                    help="a hardware setting (autofocus.hardware.HardwareConfig field), wins over --config")
-    hw.add_argument("--simulated", action="store_true",
-                    help="use the simulated microscope (--hw sim_frame_width=448 etc. set it up)")
-    hw.add_argument("--objective", default=None,
-                    help="objective recorded in the dataset (required on real hardware; simulator: sim_objective)")
+    hw.add_argument(
+        "--hw",
+        type=_setting,
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a hardware setting (autofocus.hardware.HardwareConfig field), wins over --config",
+    )
+    hw.add_argument(
+        "--simulated",
+        action="store_true",
+        help="use the simulated microscope (--hw sim_frame_width=448 etc. set it up)",
+    )
+    hw.add_argument(
+        "--objective",
+        default=None,
+        help="objective recorded in the dataset (required on real hardware; simulator: sim_objective)",
+    )
     plan = parser.add_argument_group("plan")
     plan.add_argument("--z-min", type=float, default=-10.0, help="lowest defocus (um; default -10)")
     plan.add_argument("--z-max", type=float, default=10.0, help="highest defocus (um; default +10)")
     plan.add_argument("--z-step", type=float, default=0.5, help="defocus step (um; default 0.5)")
     plan.add_argument("--random-planes", type=int, default=0, help="extra off-grid planes per position (default 0)")
     plan.add_argument("--seed", type=int, default=0, help="seed of the off-grid planes (default 0)")
-    plan.add_argument("--grid", type=int, nargs=2, default=(1, 1), metavar=("NX", "NY"),
-                      help="XY positions, a grid centred on the current position (default 1 1; needs an XY stage)")
+    plan.add_argument(
+        "--grid",
+        type=int,
+        nargs=2,
+        default=(1, 1),
+        metavar=("NX", "NY"),
+        help="XY positions, a grid centred on the current position (default 1 1; needs an XY stage)",
+    )
     plan.add_argument("--spacing-um", type=float, default=1000.0, help="grid spacing (um; default 1000 as the paper)")
-    plan.add_argument("--z-reference", choices=("sharpness_peak", "physical_focal_plane"), default=None,
-                      help="defocus 0: the variance-of-Laplacian peak (default on real hardware) or the simulator's "
-                      "physical focal plane (default on the simulator)")
+    plan.add_argument(
+        "--z-reference",
+        choices=("sharpness_peak", "physical_focal_plane"),
+        default=None,
+        help="defocus 0: the variance-of-Laplacian peak (default on real hardware) or the simulator's "
+        "physical focal plane (default on the simulator)",
+    )
     plan.add_argument("--focus-range-um", type=float, default=15.0, help="focus scan half-range (um; default 15)")
-    plan.add_argument("--overshoot-um", type=float, default=2.0,
-                      help="approach each position's first plane from this far below (backlash; default 2)")
+    plan.add_argument(
+        "--overshoot-um",
+        type=float,
+        default=2.0,
+        help="approach each position's first plane from this far below (backlash; default 2)",
+    )
     parser.add_argument("--resume", action="store_true", help="continue an interrupted dataset in OUT")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 

@@ -1,9 +1,9 @@
 """``autofocus dataset``: make, import and inspect z-stack datasets (``docs/datasets.md``).
 
-    autofocus dataset synth OUT [--slides N --positions P --workers W --seed S ...]
-    autofocus dataset import-jiang PATH --out DIR [--flip-sign]
-    autofocus dataset import-folder PATH --out DIR [--regex RE --unit um|nm ...]
-    autofocus dataset info DIR [--json] [--patches]
+autofocus dataset synth OUT [--slides N --positions P --workers W --seed S ...]
+autofocus dataset import-jiang PATH --out DIR [--flip-sign]
+autofocus dataset import-folder PATH --out DIR [--regex RE --unit um|nm ...]
+autofocus dataset info DIR [--json] [--patches]
 """
 
 from __future__ import annotations
@@ -35,12 +35,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     synth.add_argument("--z-max", type=float, default=10.0, help="highest defocus (um; default +10)")
     synth.add_argument("--z-step", type=float, default=0.5, help="defocus step (um; default 0.5)")
     synth.add_argument("--random-planes", type=int, default=0, help="extra off-grid planes per position")
-    synth.add_argument("--seed", type=int, default=0,
-                       help="slide seeds are seed*1000000+i: use another seed for held-out test data (default 0)")
-    synth.add_argument("--specimens", type=_csv, default=("cells", "tissue", "sparse"),
-                       help="comma-separated specimen kinds, cycled over the slides (default cells,tissue,sparse)")
-    synth.add_argument("--objectives", type=_csv, default=("20x/0.75",),
-                       help="comma-separated objective presets drawn per slide (default 20x/0.75)")
+    synth.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="slide seeds are seed*1000000+i: use another seed for held-out test data (default 0)",
+    )
+    synth.add_argument(
+        "--specimens",
+        type=_csv,
+        default=("cells", "tissue", "sparse"),
+        help="comma-separated specimen kinds, cycled over the slides (default cells,tissue,sparse)",
+    )
+    synth.add_argument(
+        "--objectives",
+        type=_csv,
+        default=("20x/0.75",),
+        help="comma-separated objective presets drawn per slide (default 20x/0.75)",
+    )
     synth.add_argument("--jpeg-fraction", type=float, default=0.25, help="share of slides JPEG-compressed (0.25)")
     synth.add_argument("--bit-depth", type=int, default=8, help="camera bit depth (default 8; JPEG needs 8)")
     synth.add_argument("--source-points", type=int, default=7, help="condenser source points (1, 7, 19, 37; 7)")
@@ -56,13 +68,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     folder = sub.add_parser("import-folder", help="import a folder of images whose names carry the defocus")
     folder.add_argument("path", type=Path, help="folder of images (searched recursively)")
     folder.add_argument("--out", type=Path, required=True, help="output dataset folder")
-    folder.add_argument("--regex", default=None,
-                        help=r"regular expression on the file name with a group (?P<defocus>...) and optionally "
-                        r"(?P<stack>...); default: '(?P<defocus>[-+]?\d+(?:\.\d+)?)\s*um'")
+    folder.add_argument(
+        "--regex",
+        default=None,
+        help=r"regular expression on the file name with a group (?P<defocus>...) and optionally "
+        r"(?P<stack>...); default: '(?P<defocus>[-+]?\d+(?:\.\d+)?)\s*um'",
+    )
     folder.add_argument("--unit", choices=("um", "nm"), default="um", help="unit of the captured defocus (um)")
-    folder.add_argument("--z-reference", default="external:filenames",
-                        help="how defocus 0 was defined: physical_focal_plane, sharpness_peak:<measure> or "
-                        "external:<source> (default external:filenames)")
+    folder.add_argument(
+        "--z-reference",
+        default="external:filenames",
+        help="how defocus 0 was defined: physical_focal_plane, sharpness_peak:<measure> or "
+        "external:<source> (default external:filenames)",
+    )
     folder.add_argument("--objective", default="unknown", help="objective name to record")
     folder.add_argument("--pixel-size-um", type=float, default=None, help="pixel size at the sample (um)")
     folder.add_argument("--bit-depth", type=int, default=None, help="significant bits (default 8 or 16 by dtype)")
@@ -71,8 +89,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     info = sub.add_parser("info", help="summarise the dataset(s) at or below a folder")
     info.add_argument("path", type=Path, help="a dataset folder or a folder of datasets")
     info.add_argument("--json", action="store_true", help="print JSON")
-    info.add_argument("--patches", action="store_true",
-                      help="also decode every plane and count the 224x224 patches the blank discriminant keeps")
+    info.add_argument(
+        "--patches",
+        action="store_true",
+        help="also decode every plane and count the 224x224 patches the blank discriminant keeps",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
