@@ -55,8 +55,9 @@ def run(args: argparse.Namespace) -> int:
                                  spherical_aberration_waves=args.sa_waves, rng=args.seed)
         bgr = np.ascontiguousarray(img[:, :, ::-1])
         label = f"z = {z:+g} um"
-        cv2.putText(bgr, label, (8, 24), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (0, 0, 0), 3, cv2.LINE_AA)
-        cv2.putText(bgr, label, (8, 24), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (255, 255, 255), 1, cv2.LINE_AA)
+        (tw, th), _ = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, 0.5, 1)
+        cv2.rectangle(bgr, (4, 4), (12 + tw, 12 + th), (255, 255, 255), thickness=-1)
+        cv2.putText(bgr, label, (8, 8 + th), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
         panels.append(bgr)
         panels.append(np.full((args.size, 4, 3), 255, dtype=np.uint8))
     montage = np.concatenate(panels[:-1], axis=1)

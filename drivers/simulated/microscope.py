@@ -194,6 +194,9 @@ class SimulatedMicroscope:
         self._clock_lock = threading.Lock()
         self._noise_rng = np.random.default_rng([self.seed, 0xC0FFEE])
         self._cache = _SpectrumCache(int(cache_mb * 1e6))
+        # the last few optical images: repeated snaps at an unchanged focus skip the optics
+        self._images: OrderedDict[tuple[object, ...], np.ndarray] = OrderedDict()
+        self._images_lock = threading.Lock()
         start_z = self.focus_offset_um
         if z_limits_um is None:
             z_limits_um = (start_z - 1000.0, start_z + 1000.0)
@@ -426,8 +429,19 @@ class SimulatedMicroscope:
                                    stain_scale=self.stain_scale)
             spec = SpecimenSpectrum(maps, p, workers=self.fft_workers)
             self._cache.put(key, spec)
-        img = form_image(spec, defocus_um, optics, workers=self.fft_workers)
-        return img[:, pad : pad + h, pad : pad + w]
+        image_key = (*key, float(defocus_um), optics)
+        with self._images_lock:
+            img = self._images.get(image_key)
+        if img is None:
+            img = form_image(spec, defocus_um, optics, workers=self.fft_workers)[:, pad : pad + h, pad : pad + w]
+            img.setflags(write=False)
+            with self._images_lock:
+                self._images[image_key] = img
+                while len(self._images) > 8 or (
+                    len(self._images) > 1 and sum(v.nbytes for v in self._images.values()) > 200e6
+                ):
+                    self._images.popitem(last=False)
+        return img
 
     def content_fraction(self, x_um: float, y_um: float, size: int = 224) -> float:
         """Share of a ``size`` x ``size`` patch's pixels that hold specimen (not blank glass).
