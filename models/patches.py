@@ -98,7 +98,7 @@ class _Source:
     tiles: np.ndarray
     plane_index: np.ndarray  # N: index of the plane each tile came from
     defocus_um: np.ndarray  # N float32
-    tiles_total: int  # tiles before the discriminant
+    tiles_per_plane: int  # tiles of the grid, before the discriminant
 
 
 def _cache_key(ds: ZStackDataset, drop_blank: bool) -> str:
@@ -123,9 +123,12 @@ def _cache_key(ds: ZStackDataset, drop_blank: bool) -> str:
 
 
 def _tile_dataset(
-    ds: ZStackDataset, drop_blank: bool, on_plane: Callable[[], None] | None
+    ds: ZStackDataset, drop_blank: bool, wanted: np.ndarray | None, on_plane: Callable[[], None] | None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
-    """Decode every plane once, tile it and keep the non-blank tiles."""
+    """Decode each plane (each ``wanted`` one) once, tile it and keep the non-blank tiles.
+
+    Returns the kept tiles, their plane indices and labels, and the number of tiles per plane.
+    """
     if ds.frame_shape is None or not ds.planes:
         empty = np.empty((0, TILE_SIZE, TILE_SIZE, 3), dtype=ds.dtype or np.uint8)
         return empty, np.empty(0, np.int64), np.empty(0, np.float32), 0
@@ -135,11 +138,13 @@ def _tile_dataset(
     grid = tile_grid(h, w, TILE_SIZE)
     kept_tiles: list[np.ndarray] = []
     kept_plane: list[np.ndarray] = []
-    kept_defocus: list[np.ndarray] = []
-    total = 0
+    kept_defocus: list[np.ndarray] = [np.empty(0, np.float32)]
+    kept_tiles.append(np.empty((0, TILE_SIZE, TILE_SIZE, 3), dtype=ds.dtype or np.uint8))
+    kept_plane.append(np.empty(0, np.int64))
     for plane in ds.planes:
+        if wanted is not None and not wanted[plane.index]:
+            continue
         cut = extract_tiles(ds.read_plane(plane), grid)
-        total += len(cut)
         if drop_blank:
             cut = cut[~blank_mask(to_unit_float(cut, ds.bit_depth))]
         kept_tiles.append(cut)
@@ -147,15 +152,20 @@ def _tile_dataset(
         kept_defocus.append(np.full(len(cut), plane.defocus_um, dtype=np.float32))
         if on_plane is not None:
             on_plane()
-    return np.concatenate(kept_tiles), np.concatenate(kept_plane), np.concatenate(kept_defocus), total
+    return np.concatenate(kept_tiles), np.concatenate(kept_plane), np.concatenate(kept_defocus), len(grid)
 
 
 def _load_source(
-    ds: ZStackDataset, drop_blank: bool, cache_dir: Path | None, on_plane: Callable[[], None] | None
+    ds: ZStackDataset,
+    drop_blank: bool,
+    cache_dir: Path | None,
+    wanted: np.ndarray,
+    on_plane: Callable[[], None] | None,
 ) -> _Source:
+    """The kept tiles of ``ds``: without a cache only of the ``wanted`` planes; a cache holds all planes."""
     if cache_dir is None:
-        tiles, plane_index, defocus, total = _tile_dataset(ds, drop_blank, on_plane)
-        return _Source(ds, tiles, plane_index, defocus, total)
+        tiles, plane_index, defocus, per_plane = _tile_dataset(ds, drop_blank, wanted, on_plane)
+        return _Source(ds, tiles, plane_index, defocus, per_plane)
     cache_dir.mkdir(parents=True, exist_ok=True)
     stem = cache_dir / f"{ds.dataset_id}-{_cache_key(ds, drop_blank)}"
     tiles_path, index_path = stem.with_suffix(".tiles.npy"), stem.with_suffix(".index.npz")
@@ -163,7 +173,8 @@ def _load_source(
         try:
             tiles = np.load(tiles_path, mmap_mode="r")
             with np.load(index_path) as index:
-                plane_index, defocus, total = index["plane_index"], index["defocus_um"], int(index["tiles_total"])
+                plane_index, defocus = index["plane_index"], index["defocus_um"]
+                per_plane = int(index["tiles_per_plane"])
         except (OSError, ValueError, KeyError) as exc:
             raise DatasetError(f"tile cache {stem}.* is unreadable ({exc}); delete it to rebuild") from exc
         if len(tiles) != len(plane_index):
@@ -171,8 +182,8 @@ def _load_source(
         if on_plane is not None:
             for _ in ds.planes:
                 on_plane()
-        return _Source(ds, tiles, plane_index, defocus, total)
-    tiles, plane_index, defocus, total = _tile_dataset(ds, drop_blank, on_plane)
+        return _Source(ds, tiles, plane_index, defocus, per_plane)
+    tiles, plane_index, defocus, per_plane = _tile_dataset(ds, drop_blank, None, on_plane)
     # Write both files atomically (index last: it marks the cache complete).
     tmp_tiles = tiles_path.with_name(tiles_path.name + f".{os.getpid()}.tmp")
     with open(tmp_tiles, "wb") as fh:
@@ -180,9 +191,9 @@ def _load_source(
     os.replace(tmp_tiles, tiles_path)
     tmp_index = index_path.with_name(index_path.name + f".{os.getpid()}.tmp")
     with open(tmp_index, "wb") as fh:
-        np.savez(fh, plane_index=plane_index, defocus_um=defocus, tiles_total=np.int64(total))
+        np.savez(fh, plane_index=plane_index, defocus_um=defocus, tiles_per_plane=np.int64(per_plane))
     os.replace(tmp_index, index_path)
-    return _Source(ds, np.load(tiles_path, mmap_mode="r"), plane_index, defocus, total)
+    return _Source(ds, np.load(tiles_path, mmap_mode="r"), plane_index, defocus, per_plane)
 
 
 class PatchDataset(Dataset[tuple[torch.Tensor, float]]):
@@ -249,27 +260,32 @@ class PatchDataset(Dataset[tuple[torch.Tensor, float]]):
             selected = set(train if split == "train" else test)
         self.fields_of_view: list[FieldOfView] = sorted(selected)
 
+        wanted = [
+            np.array(
+                [
+                    (d.dataset_id, p.stack) in selected
+                    and (z_range_um is None or z_range_um[0] <= p.defocus_um <= z_range_um[1])
+                    for p in d.planes
+                ],
+                dtype=bool,
+            )
+            for d in opened
+        ]
+        cache = None if cache_dir is None else Path(cache_dir)
         bar = None
         if progress:
             from tqdm import tqdm
 
-            bar = tqdm(total=sum(len(d.planes) for d in opened), desc="decoding planes", unit="plane")
-        cache = None if cache_dir is None else Path(cache_dir)
+            to_decode = sum(len(d.planes) if cache else int(w.sum()) for d, w in zip(opened, wanted, strict=True))
+            bar = tqdm(total=to_decode, desc="decoding planes", unit="plane")
         self._sources: list[_Source] = []
         source_ids: list[np.ndarray] = []
         rows: list[np.ndarray] = []
         try:
-            for d in opened:
-                src = _load_source(d, drop_blank, cache, None if bar is None else (lambda: bar.update(1)))
-                plane_ok = np.array(
-                    [
-                        (d.dataset_id, p.stack) in selected
-                        and (z_range_um is None or z_range_um[0] <= p.defocus_um <= z_range_um[1])
-                        for p in d.planes
-                    ],
-                    dtype=bool,
-                )
-                keep = np.flatnonzero(plane_ok[src.plane_index]) if len(src.plane_index) else np.empty(0, np.int64)
+            for d, plane_ok in zip(opened, wanted, strict=True):
+                tick = None if bar is None else (lambda: bar.update(1))
+                src = _load_source(d, drop_blank, cache, plane_ok, tick)
+                keep = np.flatnonzero(plane_ok[src.plane_index])
                 source_ids.append(np.full(len(keep), len(self._sources), dtype=np.int32))
                 rows.append(keep)
                 self._sources.append(src)
@@ -281,8 +297,9 @@ class PatchDataset(Dataset[tuple[torch.Tensor, float]]):
         self.defocus_um: np.ndarray = np.concatenate(
             [src.defocus_um[keep] for src, keep in zip(self._sources, rows, strict=True)]
         ).astype(np.float32)
-        self.tiles_total = sum(s.tiles_total for s in self._sources)
-        self.tiles_kept = sum(len(s.tiles) for s in self._sources)
+        # tiles of the selected planes before and after the discriminant
+        self.tiles_total = sum(int(w.sum()) * s.tiles_per_plane for w, s in zip(wanted, self._sources, strict=True))
+        self.tiles_kept = len(self._row_of)
 
     @property
     def datasets(self) -> list[ZStackDataset]:

@@ -181,3 +181,16 @@ def test_bad_arguments_and_small_frames(tmp_path: Path) -> None:
     with pytest.raises(DatasetError, match=r"frames of 100x300 are smaller than one 224x224 tile"):
         PatchDataset(tmp_path / "small")
     assert to_unit_float(np.zeros((1, 1, 3), np.uint8)).dtype == np.float32
+
+
+def test_only_the_selected_planes_are_decoded_without_a_cache(tmp_path: Path) -> None:
+    ds = _make_dataset(tmp_path / "ds", stacks=4, planes=2)
+    test = PatchDataset(tmp_path / "ds", split="test", seed=1)
+    (test_stack,) = {stack for _, stack in test.fields_of_view}
+    for p in ds.planes:  # break every plane of the test stack: the train split must not read them
+        if p.stack == test_stack:
+            (tmp_path / "ds" / p.file).write_bytes(b"broken")
+    train = PatchDataset(tmp_path / "ds", split="train", seed=1)
+    assert len(train) == 3 * 2 * 4 and train.tiles_total == 24
+    with pytest.raises(DatasetError, match="is not a readable TIFF"):
+        PatchDataset(tmp_path / "ds", split="test", seed=1)
