@@ -237,3 +237,25 @@ def test_shipped_onnx_loads_with_its_metadata() -> None:
     assert pred.tiles_total == 1 and math.isfinite(pred.defocus_um or math.nan)
     with pytest.raises(ValueError, match="runtime='onnx'"):
         Predictor.from_checkpoint(shipped, runtime="torch")
+
+
+def test_max_tiles_takes_central_tiles_first_and_skips_blank_ones(network) -> None:
+    frame = busy_image(672, 1120, seed=7)  # 3 x 5 tiles
+    frame[224:448, 448:672] = 200  # the central tile is featureless
+    limited = Predictor.from_checkpoint(None, runtime="torch", threads=1, max_tiles=4)
+    pred = limited.predict(frame)
+    by_pos = {(t["row"], t["col"]): t for t in pred.tiles}
+    assert by_pos[(1, 2)]["examined"] and by_pos[(1, 2)]["blank"]
+    used = [t for t in pred.tiles if t["defocus_um"] is not None]
+    assert pred.tiles_used == len(used) == 4 and pred.tiles_total == 15
+    # the four nearest non-blank tiles to the centre are the direct neighbours of the centre tile
+    assert {(t["row"], t["col"]) for t in used} == {(0, 2), (2, 2), (1, 1), (1, 3)}
+    assert pred.tiles_examined == 5 and sum(t["examined"] for t in pred.tiles) == 5
+    patches = np.stack([frame[t["y0"] : t["y0"] + 224, t["x0"] : t["x0"] + 224] for t in used])
+    expected = net_on(network, patches)
+    assert pred.defocus_um == pytest.approx(expected.mean(), abs=1e-4)
+    coverage = min(1.0, (4 / 5) / 0.25)
+    agreement = 1.0 / (1.0 + (expected.std() / (1.0 + 0.25 * abs(expected.mean()))) ** 2)
+    assert pred.confidence == pytest.approx(coverage * agreement, abs=1e-4)
+    with pytest.raises(ValueError, match="max_tiles"):
+        Predictor.from_checkpoint(None, max_tiles=0)
