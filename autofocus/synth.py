@@ -24,6 +24,7 @@ import queue
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -168,19 +169,13 @@ class SynthResult:
         return asdict(self)
 
 
-# The queue a worker reports rendered planes on; set per worker process by ``_init_worker``.
-_progress_queue: Any = None
+def _render_slide(args: tuple[SlideSpec, SynthConfig, str, Any]) -> tuple[int, int]:
+    """Render one slide into its dataset folder; returns (planes written, planes skipped).
 
-
-def _init_worker(progress_queue: Any) -> None:
-    global _progress_queue
-    _progress_queue = progress_queue
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-
-
-def _render_slide(args: tuple[SlideSpec, SynthConfig, str]) -> tuple[int, int]:
-    """Render one slide into its dataset folder; returns (planes written, planes skipped)."""
-    spec, config, out_dir = args
+    ``args[3]`` has ``put(n)`` (a queue, or the progress reporter itself in-process); it gets the
+    number of planes rendered after each stack.
+    """
+    spec, config, out_dir, progress_queue = args
     from drivers.simulated import SimulatedMicroscope
 
     folder = Path(out_dir) / spec.name
@@ -237,8 +232,7 @@ def _render_slide(args: tuple[SlideSpec, SynthConfig, str]) -> tuple[int, int]:
             )
             written += 1
         writer.commit()  # one manifest rewrite per stack: an interruption loses at most one stack
-        if _progress_queue is not None:
-            _progress_queue.put(len(todo))
+        progress_queue.put(len(todo))
     writer.commit(complete=True)
     return written, skipped
 
@@ -279,24 +273,18 @@ def synthesize(
         if progress is not None:
             progress({"event": "planes", "planes_done": done, "planes_total": total})
 
-    tasks = [(s, config, str(out)) for s in todo]
     try:
-        if workers == 1 or len(tasks) <= 1:
-            q: queue.SimpleQueue[int] = queue.SimpleQueue()
-            _init_worker(q)
-            try:
-                for task in tasks:
-                    w, s = _render_slide(task)
-                    written, skipped = written + w, skipped + s
-                    while not q.empty():
-                        report(q.get())
-            finally:
-                _init_worker(None)
+        if workers == 1 or len(todo) <= 1:
+            direct = SimpleNamespace(put=report)
+            for spec in todo:
+                w, s = _render_slide((spec, config, str(out), direct))
+                written, skipped = written + w, skipped + s
         else:
             ctx = mp.get_context("spawn")
             with ctx.Manager() as manager:
                 mq = manager.Queue()
-                with ctx.Pool(min(workers, len(tasks)), initializer=_init_worker, initargs=(mq,)) as pool:
+                tasks = [(spec, config, str(out), mq) for spec in todo]
+                with ctx.Pool(min(workers, len(tasks))) as pool:
                     pending = pool.imap_unordered(_render_slide, tasks)
                     finished = 0
                     while finished < len(tasks):
