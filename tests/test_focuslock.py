@@ -154,3 +154,14 @@ def test_lock_follows_an_injected_drift(predictor: Predictor) -> None:
     assert scope.true_defocus_um() == pytest.approx(0.0, abs=1.0)
     assert max(abs(t) for t in truths[2:]) < 1.5
     assert lock.corrections >= 10
+
+
+def test_step_with_the_time_lapse_frame_snaps_nothing(predictor: Predictor) -> None:
+    scope = make_scope()
+    lock = make_lock(scope, predictor, min_confidence=0.0, dead_band_um=1000.0)
+    lock.start()
+    frame = scope.camera.snap()  # the caller's own time-lapse frame
+    update = lock.step(frame)
+    assert update["frame"] == "given" and lock.frames_snapped == 0 and lock.steps == 1
+    assert update["defocus_um"] == pytest.approx(predictor.predict(frame).defocus_um, abs=1e-6)
+    assert lock.status()["last"] == update
