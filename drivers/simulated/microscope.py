@@ -243,7 +243,8 @@ class SimulatedMicroscope:
         h, w = self.frame_shape
         cx, cy = self.xy_stage.position_um()
         p = self.objective.pixel_um
-        return cx + (x_px - (w - 1) / 2) * p, cy + (y_px - (h - 1) / 2) * p
+        # the frame is rendered on the slide's pixel lattice (first pixel at round(c / p) - n // 2)
+        return (round(cx / p) - w // 2 + x_px) * p, (round(cy / p) - h // 2 + y_px) * p
 
     def true_defocus_um(self, x_px: float | None = None, y_px: float | None = None) -> float:
         """The defocus now at the frame centre, or at frame pixel (x_px = column, y_px = row)."""
@@ -377,9 +378,12 @@ class SimulatedMicroscope:
         p = self.objective.pixel_um
         nx = max(1, min(16, math.ceil(abs(gx) * w / self.max_tilt_step_um)))
         ny = max(1, min(16, math.ceil(abs(gy) * h / self.max_tilt_step_um)))
+        coarse = h * w > 512 * 512
+        # integer slide-lattice index of the frame's first pixel (see specimen.lattice_coords)
+        ix_first = round(x_um / p) - w // 2
+        iy_first = round(y_um / p) - h // 2
         if nx == 1 and ny == 1:
-            d = defocus_um
-            return self._render_window(x_um, y_um, d, (h, w), optics)
+            return self._render_window(ix_first, iy_first, defocus_um, (h, w), optics, coarse_pad=coarse)
         # per region, blended: partition of unity with linear ramps over the overlaps
         overlap = 16
         xb = np.linspace(0, w, nx + 1).round().astype(int)
@@ -393,23 +397,26 @@ class SimulatedMicroscope:
             for ix in range(nx):
                 c0, c1 = max(0, xb[ix] - overlap), min(w, xb[ix + 1] + overlap)
                 wx = _ramp(cols[c0:c1], xb[ix], xb[ix + 1], overlap, ix > 0, ix < nx - 1)
-                # region centre in frame pixels relative to the frame centre
-                dcx = (c0 + c1) / 2 - w / 2
-                dcy = (r0 + r1) / 2 - h / 2
+                # region centre in frame pixels relative to the frame centre ((w - 1) / 2, (h - 1) / 2)
+                dcx = (c0 + c1 - w) / 2
+                dcy = (r0 + r1 - h) / 2
                 d = defocus_um + gx * dcx + gy * dcy
-                sub = self._render_window(x_um + dcx * p, y_um + dcy * p, d, (r1 - r0, c1 - c0), optics)
+                sub = self._render_window(ix_first + c0, iy_first + r0, d, (r1 - r0, c1 - c0), optics,
+                                          coarse_pad=coarse)
                 out[:, r0:r1, c0:c1] += sub * (wy[:, None] * wx[None, :])
         return out
 
     def _render_window(
-        self, x_um: float, y_um: float, defocus_um: float, shape: tuple[int, int], optics: OpticsSettings
+        self, ix_first: int, iy_first: int, defocus_um: float, shape: tuple[int, int], optics: OpticsSettings,
+        *, coarse_pad: bool,
     ) -> np.ndarray:
-        """One window at one defocus: specimen spectrum (cached) through the optics, cropped."""
+        """One window (first pixel at slide-lattice index ``(ix_first, iy_first)``) at one defocus:
+        the specimen spectrum (cached) through the optics, cropped."""
         h, w = shape
         p = self.objective.pixel_um
         # pad against wrap-around: the defocus blur radius, in buckets so the cache is reused
-        # (coarse ones for large windows, whose specimen is expensive; fine ones for patches)
-        if h * w > 512 * 512:
+        # (coarse ones for large frames, whose specimen is expensive; fine ones for patches)
+        if coarse_pad:
             z_cap = 10.0
             while z_cap < abs(defocus_um):
                 z_cap *= 2
@@ -418,13 +425,11 @@ class SimulatedMicroscope:
         pad = math.ceil((self.objective.blur_radius_um(z_cap) + 2.0) / p)
         pad = 8 * math.ceil(pad / 8)
         hp, wp = h + 2 * pad, w + 2 * pad
-        ix0 = round(x_um / p)
-        iy0 = round(y_um / p)
-        key = (self.specimen, self.seed, self.phase_scale, self.stain_scale, p, ix0, iy0, hp, wp)
+        key = (self.specimen, self.seed, self.phase_scale, self.stain_scale, p, ix_first, iy_first, hp, wp)
         spec = self._cache.get(key)
         if spec is None:
-            xs = lattice_coords(ix0 * p, wp, p)
-            ys = lattice_coords(iy0 * p, hp, p)
+            xs = (np.arange(wp) + (ix_first - pad)) * p
+            ys = (np.arange(hp) + (iy_first - pad)) * p
             maps = render_specimen(self.specimen, self.seed, xs, ys, phase_scale=self.phase_scale,
                                    stain_scale=self.stain_scale)
             spec = SpecimenSpectrum(maps, p, workers=self.fft_workers)
