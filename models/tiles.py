@@ -9,6 +9,7 @@ and ``blank_mask`` is the discriminant.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import NamedTuple
 
@@ -147,10 +148,16 @@ def _median_abs(values: np.ndarray) -> float:
     return float(np.partition(flat, k)[k])
 
 
-def _plane_design(height: int, width: int) -> np.ndarray:
-    """``P x 3`` design matrix ``[1, u, v]`` of a background plane over a ``height x width`` grid."""
+@functools.lru_cache(maxsize=8)
+def _plane_design(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """``P x 3`` design matrix ``[1, u, v]`` of a background plane over a ``height x width`` grid,
+    and its pseudo-inverse (both read-only; cached per grid size)."""
     v, u = np.meshgrid(np.linspace(-1.0, 1.0, height), np.linspace(-1.0, 1.0, width), indexing="ij")
-    return np.stack([np.ones(height * width), u.ravel(), v.ravel()], axis=1).astype(np.float64)
+    a = np.stack([np.ones(height * width), u.ravel(), v.ravel()], axis=1).astype(np.float64)
+    pinv = np.linalg.pinv(a)
+    a.flags.writeable = False
+    pinv.flags.writeable = False
+    return a, pinv
 
 
 def content_fraction(patches: np.ndarray) -> np.ndarray:
@@ -188,9 +195,9 @@ def content_fraction(patches: np.ndarray) -> np.ndarray:
 
     # Background: a plane (illumination gradients, vignetting), fitted to all blocks, then refitted
     # to the blocks the first fit calls background.
-    a = _plane_design(hb, wb)
+    a, a_pinv = _plane_design(hb, wb)
     b = blocks.reshape(n, -1).astype(np.float64)
-    coef = b @ np.linalg.pinv(a).T  # N x 3
+    coef = b @ a_pinv.T  # N x 3
     resid = b - coef @ a.T
     inlier = (np.abs(resid) <= threshold).astype(np.float64)
     outer = (a[:, :, None] * a[:, None, :]).reshape(a.shape[0], 9)
