@@ -37,7 +37,7 @@ TILE_SIZE = 224
 # Discriminant settings (see ``blank_mask``).
 BLOCK_PX = 4  # block-mean size: averages noise down, keeps cells (tens of pixels across)
 NOISE_K = 5.0  # a block counts as content when it differs from the background by NOISE_K noise sigmas
-MIN_CONTRAST = 0.004  # ... and by at least this much (about 1 grey level of 8 bits): noise-free images
+MIN_CONTRAST = 0.012  # ... and by at least this much (3 grey levels of 8 bits): JPEG steps, noise-free images
 CORRELATED_NOISE_FACTOR = 2.0  # block-scale noise may exceed the white-noise prediction by this factor,
 BLOCK_NOISE_CAP = 0.006  # ... or reach this level (JPEG removes pixel-scale noise but keeps block-scale noise)
 MIN_CONTENT_FRACTION = 0.01  # a patch with less content than this fraction of its area is blank
@@ -171,7 +171,6 @@ def content_fraction(patches: np.ndarray) -> np.ndarray:
         return np.zeros(0, dtype=np.float64)
     hb, wb = h // BLOCK_PX, w // BLOCK_PX
     sigma_px = np.empty(n, dtype=np.float64)
-    sigma_block = np.empty(n, dtype=np.float64)
     blocks = np.empty((n, hb, wb), dtype=np.float32)
     for i in range(n):  # per patch with OpenCV: several times faster than whole-batch numpy here
         gray = cv2.transform(np.ascontiguousarray(x[i]), _CHANNEL_MEAN)
@@ -183,22 +182,23 @@ def content_fraction(patches: np.ndarray) -> np.ndarray:
         sigma_px[i] = _median_abs(lap) / (6.0 * 0.6745)
         # Block means: noise falls by BLOCK_PX for white noise; cells (tens of pixels) stay.
         blocks[i] = cv2.resize(gray[: hb * BLOCK_PX, : wb * BLOCK_PX], (wb, hb), interpolation=cv2.INTER_AREA)
-        lap_b = cv2.filter2D(blocks[i], -1, _NOISE_KERNEL)[1:-1, 1:-1]
-        sigma_block[i] = _median_abs(lap_b) / (6.0 * 0.6745)
     sigma_white = sigma_px / BLOCK_PX
+    a, a_pinv = _plane_design(hb, wb)
+    b = blocks.reshape(n, -1).astype(np.float64)
+    coef = b @ a_pinv.T  # N x 3: least-squares background plane
+    resid = b - coef @ a.T
+    # Block-scale noise measured directly: the median absolute deviation of the blocks from the
+    # plane (the background blocks dominate the median unless the patch is mostly content).
+    sigma_block = np.median(np.abs(resid - np.median(resid, axis=1, keepdims=True)), axis=1) / 0.6745
     # Correlated noise (JPEG, demosaicing) averages down less, so the block-scale estimate may
     # raise the noise level, but never beyond max(CORRELATED_NOISE_FACTOR x the white
-    # prediction, BLOCK_NOISE_CAP), so that fine structure cannot pass itself off as noise.
+    # prediction, BLOCK_NOISE_CAP), so that structure cannot pass itself off as noise.
     cap = np.maximum(CORRELATED_NOISE_FACTOR * sigma_white, BLOCK_NOISE_CAP)
     sigma = np.maximum(sigma_white, np.minimum(sigma_block, cap))
     threshold = np.maximum(NOISE_K * sigma, MIN_CONTRAST)[:, None]
 
-    # Background: a plane (illumination gradients, vignetting), fitted to all blocks, then refitted
-    # to the blocks the first fit calls background.
-    a, a_pinv = _plane_design(hb, wb)
-    b = blocks.reshape(n, -1).astype(np.float64)
-    coef = b @ a_pinv.T  # N x 3
-    resid = b - coef @ a.T
+    # Background: the plane (illumination gradients, vignetting) refitted to the blocks that the
+    # first fit calls background.
     inlier = (np.abs(resid) <= threshold).astype(np.float64)
     outer = (a[:, :, None] * a[:, None, :]).reshape(a.shape[0], 9)
     ata = (inlier @ outer).reshape(n, 3, 3)
@@ -220,18 +220,19 @@ def blank_mask(patches: np.ndarray) -> np.ndarray:
       1. pixel noise sigma from the median absolute response of the 3x3 kernel
          ``[1,-2,1] x [1,-2,1]`` (Immerkaer's estimator; optics band-limit the image, so this
          kernel sees almost only noise);
-      2. the patch is averaged in ``BLOCK_PX x BLOCK_PX`` = 4 x 4 blocks; the block-scale noise is
-         ``sigma / 4``, raised to what the same estimator measures on the blocks (correlated
-         noise: JPEG, demosaicing), but at most to ``max(2 x sigma / 4, BLOCK_NOISE_CAP = 0.006)``
-         so that fine structure cannot pass itself off as noise;
-      3. the background is a plane fitted to the blocks (robustly: refitted to the blocks within
-         the threshold), which absorbs illumination gradients and vignetting;
-      4. a block is content when it differs from the background by more than
-         ``max(NOISE_K * sigma_block, MIN_CONTRAST)`` = ``max(5 sigma, 0.004)``;
+      2. the patch is averaged in ``BLOCK_PX x BLOCK_PX`` = 4 x 4 blocks and a background plane is
+         fitted to the blocks (it absorbs illumination gradients and vignetting);
+      3. block noise: ``sigma / 4`` (white noise), raised to the median absolute deviation of the
+         blocks from the plane (correlated noise: JPEG, demosaicing), but at most to
+         ``max(2 x sigma / 4, BLOCK_NOISE_CAP = 0.006)`` so that structure cannot pass for noise;
+      4. a block is content when it differs from the background plane (refitted to the blocks
+         within the threshold) by more than ``max(NOISE_K x block noise, MIN_CONTRAST)`` =
+         ``max(5 sigma, 0.012)``: 0.012 is 3 grey levels of 8 bits, above JPEG's DC steps;
       5. the patch is blank when less than ``MIN_CONTENT_FRACTION`` = 1 % of its blocks are content.
 
     A defocused cell is a smooth blob far above block noise, and a faint unstained cell near focus
     still differs from the background by several block sigmas over tens of blocks, so both are
     kept; empty background, noisy or not, has essentially no block beyond 5 sigma and is dropped.
+    JPEG below quality ~50 with strong noise can leave block artefacts that count as content.
     """
     return content_fraction(patches) < MIN_CONTENT_FRACTION

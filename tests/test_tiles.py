@@ -164,3 +164,10 @@ def test_discriminant_on_the_simulator_keeps_faint_phase_cells_and_drops_empty_g
     for jpeg in (None, 70):
         assert not blank_mask(patches(0.5, jpeg)).any()  # unstained cells at half the usual phase
         assert blank_mask(patches(0.0, jpeg)).all()  # empty glass
+
+
+@pytest.mark.parametrize("quality", [50, 70, 90])
+def test_jpeg_compressed_noisy_glass_is_blank(quality: int) -> None:
+    rng = np.random.default_rng(quality)
+    patches = np.stack([_jpeg(_noisy(_background(), sigma, rng), quality) for sigma in (0.004, 0.01, 0.02, 0.03)])
+    assert blank_mask(patches).all(), content_fraction(patches)
