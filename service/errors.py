@@ -6,7 +6,7 @@ service's own request errors (``ServiceError`` subclasses below) map to one HTTP
 =============================  ======  ===============================================
 error                           status  problem type (``urn:ldse-autofocus:problem:*``)
 =============================  ======  ===============================================
-request validation (FastAPI)    422     validation
+request validation (FastAPI)    422     validation (also unparsable bodies, 400 in FastAPI)
 ModelInputError, DatasetError   422     invalid-input / dataset
 LimitError                      422     limit      (``allowed``: limits_um, max_step_um)
 UnreliableEstimateError         422     unreliable-estimate
@@ -222,6 +222,14 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
+        if exc.status_code == 400:
+            # FastAPI's only 400: a body that is not valid JSON / form data. Like every other
+            # malformed request it is a 422 validation problem here.
+            problem = _problem(
+                422, "validation", "Request validation failed", f"{exc.detail} (send a JSON body)", request.url.path
+            )
+            _count_error(request, problem)
+            return problem_response(problem)
         problem = {
             "type": "about:blank",
             "title": _http_title(exc.status_code),

@@ -9,7 +9,7 @@ import pydantic.dataclasses as pdc
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from autofocus.routines import AutofocusOptions
-from service.errors import Problem
+from service.errors import BadRequestError, Problem
 
 __all__ = [
     "AutofocusOptionsIn",
@@ -25,6 +25,7 @@ __all__ = [
     "StageZ",
     "StatusOut",
     "StopOut",
+    "check_bit_depth",
 ]
 
 JobStatusName = Literal["queued", "running", "succeeded", "failed", "cancelled"]
@@ -32,6 +33,16 @@ JobStatusName = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+def check_bit_depth(bit_depth: int | None, camera_bit_depth: int) -> None:
+    """Refuse an options ``bit_depth`` the camera's frames cannot have (``BadRequestError``)."""
+    top = 8 if camera_bit_depth <= 8 else 16
+    if bit_depth is not None and not 1 <= bit_depth <= top:
+        raise BadRequestError(
+            f"options.bit_depth={bit_depth} is not possible for this {camera_bit_depth}-bit camera; "
+            f"allowed: 1..{top} or null (the camera's own)"
+        )
 
 
 @pdc.dataclass(config=ConfigDict(extra="forbid"))
@@ -64,7 +75,9 @@ class MoveZRequest(_Strict):
 
 class StageZ(BaseModel):
     z_um: float = Field(description="position read back from the stage (um)")
-    limits_um: tuple[float, float] = Field(description="soft limits (lo, hi); moves outside them are refused")
+    limits_um: list[float] = Field(
+        min_length=2, max_length=2, description="soft limits [lo, hi]; moves outside them are refused"
+    )
     max_step_um: float = Field(description="largest single move")
     direction: int = Field(description="+1: a positive move brings the objective towards the sample")
     busy: bool = Field(description="the stage reports motion")

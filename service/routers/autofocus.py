@@ -13,7 +13,7 @@ from drivers.errors import LimitError, UnreliableEstimateError
 from service.deps import State, WriteAccess
 from service.errors import problem_responses
 from service.jobs import Job, JobFailedError
-from service.schemas import AutofocusRequest, JobOut
+from service.schemas import AutofocusRequest, JobOut, check_bit_depth
 from service.state import ServiceState, finite
 
 __all__ = ["JOB_CREATED_DOCS", "accepted", "router"]
@@ -83,6 +83,7 @@ def autofocus(request: AutofocusRequest, response: Response, state: State) -> di
     sim_clock = (lambda: float(scope.time_s)) if scope is not None else None
     routine = request.routine
     options = request.options
+    check_bit_depth(options.bit_depth, state.camera.bit_depth)
     last_record: dict[str, Any] = {}
 
     def work(job: Job) -> dict[str, Any]:

@@ -25,6 +25,7 @@ __all__ = ["decode_image", "router"]
 router = APIRouter(tags=["camera"])
 
 BOUNDARY = "frame"
+DISCONNECT_POLL_S = 0.5  # how often a waiting stream checks whether its client went
 ALLOWED_IMAGES = "PNG, JPEG, TIFF or BMP; 8 or 16 bit; mono, RGB or RGBA; at least 224x224 px"
 
 
@@ -79,7 +80,7 @@ _STREAM_DOCS: dict[int | str, dict[str, Any]] = {
 async def stream(
     request: Request,
     state: State,
-    fps: Annotated[float | None, Query(gt=0, le=30, description="frame rate; at most the stream_fps setting")] = None,
+    fps: Annotated[float | None, Query(ge=0.1, le=30, description="frame rate; at most the stream_fps setting")] = None,
     max_width: Annotated[int | None, Query(ge=16, le=16384, description="width; default stream_width_px")] = None,
     max_frames: Annotated[int | None, Query(ge=1, le=1_000_000, description="end after this many frames")] = None,
 ) -> StreamingResponse:
@@ -125,7 +126,11 @@ async def _mjpeg(
             sent += 1
             if max_frames is not None and sent >= max_frames:
                 break
-            await asyncio.sleep(max(0.0, period_s - (time.monotonic() - started)))
+            next_frame = min(started + period_s, deadline)
+            while time.monotonic() < next_frame and not state.shutting_down.is_set():
+                await asyncio.sleep(min(DISCONNECT_POLL_S, next_frame - time.monotonic()))
+                if await request.is_disconnected():
+                    return
     finally:
         state.release_stream_slot()
 

@@ -16,7 +16,7 @@ from service.errors import problem_responses
 from service.jobs import Job, JobFailedError
 from service.routers.autofocus import JOB_CREATED_DOCS, accepted
 from service.routers.system import focus_lock_state
-from service.schemas import FocusLockState, JobOut
+from service.schemas import FocusLockState, JobOut, check_bit_depth
 from service.state import ServiceState, finite
 
 __all__ = ["FocusLockOptionsIn", "FocusLockRequest", "router"]
@@ -62,6 +62,7 @@ def _sleeper(state: ServiceState, job: Job) -> Any:
 def start_focus_lock(request: FocusLockRequest, response: Response, state: State) -> dict[str, Any]:
     options = request.options
     duration_s = request.duration_s
+    check_bit_depth(options.bit_depth, state.camera.bit_depth)
 
     def work(job: Job) -> dict[str, Any]:
         lock = FocusLock(
