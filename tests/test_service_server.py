@@ -162,14 +162,18 @@ def test_mjpeg_first_frames_and_the_stream_ends_when_the_client_goes(http: httpx
 
 
 def test_stream_client_limit(tmp_path: Path) -> None:
-    with serve_in_thread(create_app(make_settings(tmp_path, stream_max_clients=1))) as url:
-        with httpx.Client(base_url=url, timeout=30) as a, a.stream("GET", "/stream.mjpg") as first:
-            chunks = first.iter_bytes()
-            next(chunks)
-            with httpx.Client(base_url=url, timeout=30) as b:
-                second = b.get("/stream.mjpg", params={"max_frames": 1})
-                assert second.status_code == 429
-                assert second.json()["allowed"] == {"stream_max_clients": 1}
+    settings = make_settings(tmp_path, stream_max_clients=1)
+    with (
+        serve_in_thread(create_app(settings)) as url,
+        httpx.Client(base_url=url, timeout=30) as a,
+        a.stream("GET", "/stream.mjpg") as first,
+        httpx.Client(base_url=url, timeout=30) as b,
+    ):
+        chunks = first.iter_bytes()
+        next(chunks)
+        second = b.get("/stream.mjpg", params={"max_frames": 1})
+        assert second.status_code == 429
+        assert second.json()["allowed"] == {"stream_max_clients": 1}
 
 
 def test_runs_survive_a_restart(tmp_path: Path) -> None:
