@@ -87,9 +87,14 @@ class DeviceLock:
         self._holder = ""
         self._lock.release()
 
-    def acquire_for_job(self, job_id: str, kind: str) -> None:
-        """Take the device for a job, or raise ``BusyError`` naming the job that has it."""
-        if not self._lock.acquire(blocking=False):
+    def acquire_for_job(self, job_id: str, kind: str, timeout_s: float) -> None:
+        """Take the device for a job, or raise ``BusyError`` naming the job that has it.
+
+        Refused at once while another job holds the device; a short request (a move, a
+        live-view snap) is waited for up to ``timeout_s``.
+        """
+        holder = self._job_id
+        if holder is not None or not self._lock.acquire(timeout=timeout_s):
             holder = self._job_id
             what = f"job {holder}" if holder else (self._holder or "another request")
             raise BusyError(f"cannot start {kind}: {what} is using the device; wait or cancel it", job_id=holder)
@@ -195,9 +200,16 @@ Finisher = Callable[[Job, dict[str, Any] | None, BaseException | None], None]
 class JobManager:
     """Creates, runs, finds and cancels jobs; keeps the last ``history`` finished ones."""
 
-    def __init__(self, device_lock: DeviceLock, history: int, on_job_done: Callable[[Job], None] | None = None):
+    def __init__(
+        self,
+        device_lock: DeviceLock,
+        history: int,
+        lock_timeout_s: float,
+        on_job_done: Callable[[Job], None] | None = None,
+    ) -> None:
         self.device_lock = device_lock
         self.history = history
+        self.lock_timeout_s = lock_timeout_s
         self._jobs: OrderedDict[str, Job] = OrderedDict()
         self._lock = threading.Lock()
         self._threads: dict[str, threading.Thread] = {}
@@ -206,7 +218,7 @@ class JobManager:
     def start(self, kind: str, params: dict[str, Any], work: Work, finish: Finisher | None = None) -> Job:
         """Take the device, create the job and start its worker thread (``BusyError`` if busy)."""
         job = Job(id=uuid.uuid4().hex[:12], kind=kind, params=params)
-        self.device_lock.acquire_for_job(job.id, kind)
+        self.device_lock.acquire_for_job(job.id, kind, self.lock_timeout_s)
         try:
             with self._lock:
                 self._jobs[job.id] = job

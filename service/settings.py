@@ -116,7 +116,10 @@ class Settings(HardwareConfig, BaseSettings):
     jpeg_quality: int = Field(default=80, ge=10, le=100, description="JPEG quality of frames and the stream")
     job_history: int = Field(default=200, ge=1, le=100_000, description="finished jobs kept in memory")
     device_lock_timeout_s: float = Field(
-        default=5.0, gt=0, le=600, description="how long a short request waits for another short request's device use"
+        default=5.0,
+        gt=0,
+        le=600,
+        description="how long a move, snap or new job waits for a short device use (never for a job: 409)",
     )
     log_level: Literal["critical", "error", "warning", "info", "debug"] = Field(
         default="info", description="uvicorn and service log level"

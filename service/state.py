@@ -133,7 +133,7 @@ def open_state(settings: Settings, api_key: str, metrics: Metrics) -> ServiceSta
                 if job.error is not None and job.error.get("status") == 503:
                     state_box[0].last_device_error = str(job.error.get("detail"))
 
-        jobs = JobManager(device_lock, settings.job_history, on_job_done=on_job_done)
+        jobs = JobManager(device_lock, settings.job_history, settings.device_lock_timeout_s, on_job_done=on_job_done)
         state = ServiceState(
             settings=settings,
             api_key=api_key,

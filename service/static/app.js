@@ -150,11 +150,11 @@ function drawOverlay() {
       ctx.strokeStyle = "rgba(226, 232, 240, 0.35)";
       ctx.lineWidth = 1;
       ctx.strokeRect(cx + 0.5, cy + 0.5, w / 3 - 1, h / 3 - 1);
-      const label = v === null ? "blank" : `${signed(v, 2)} µm`;
+      const label = v === null ? "no usable tile" : `${signed(v, 2)} µm`;
       ctx.fillStyle = "rgba(5, 8, 15, 0.6)";
       const tw = ctx.measureText(label).width + 12;
       ctx.fillRect(cx + w / 6 - tw / 2, cy + h / 6 - 12, tw, 24);
-      ctx.fillStyle = "#f8fafc";
+      ctx.fillStyle = v === null ? "#94a3b8" : "#f8fafc";
       ctx.fillText(label, cx + w / 6, cy + h / 6);
     }
   }
@@ -169,42 +169,59 @@ function pushPoint(name, value) {
   while (series.length && series[0].t < t - TRACE_WINDOW_S) series.shift();
 }
 
-function niceRange(values, minSpan) {
+/* Axis range and ticks at 1-2-5 steps covering the values (at least minSpan wide). */
+function niceAxis(values, minSpan) {
   let lo = Math.min(...values);
   let hi = Math.max(...values);
-  if (!Number.isFinite(lo)) return [-1, 1];
-  const span = Math.max(hi - lo, minSpan);
+  if (!Number.isFinite(lo)) {
+    lo = 0;
+    hi = 0;
+  }
   const mid = (hi + lo) / 2;
-  lo = mid - span * 0.6;
-  hi = mid + span * 0.6;
-  return [lo, hi];
+  const span = Math.max(hi - lo, minSpan) * 1.15;
+  lo = mid - span / 2;
+  hi = mid + span / 2;
+  const raw = span / 4;
+  const mag = 10 ** Math.floor(Math.log10(raw));
+  const step = [1, 2, 5, 10].map((m) => m * mag).find((s) => s >= raw);
+  const first = Math.floor(lo / step) * step;
+  const last = Math.ceil(hi / step) * step;
+  const ticks = [];
+  for (let v = first; v <= last + step / 2; v += step) ticks.push(Number(v.toFixed(6)));
+  return { lo: first, hi: last, ticks, digits: Math.max(0, -Math.floor(Math.log10(step))) };
 }
 
-function drawPanel(ctx, box, seriesList, minSpan, title, zeroLine) {
+/* The time window: the whole history until it is longer than TRACE_WINDOW_S (at least 30 s). */
+function traceWindow() {
+  const starts = Object.values(ui.series).filter((s) => s.length).map((s) => s[0].t);
+  const age = starts.length ? now() - Math.min(...starts) : 0;
+  return Math.min(TRACE_WINDOW_S, Math.max(30, Math.ceil(age / 10) * 10));
+}
+
+function drawPanel(ctx, box, seriesList, minSpan, title, zeroLine, windowS) {
   const { x, y, w, h } = box;
   const t1 = now();
-  const t0 = t1 - TRACE_WINDOW_S;
-  const all = seriesList.flatMap((s) => s.points.map((p) => p.v));
-  const [lo, hi] = niceRange(all.length ? all : [0], minSpan);
+  const t0 = t1 - windowS;
+  const all = seriesList.flatMap((s) => s.points.filter((p) => p.t >= t0).map((p) => p.v));
+  const axis = niceAxis(all, minSpan);
   const sx = (t) => x + ((t - t0) / (t1 - t0)) * w;
-  const sy = (v) => y + h - ((v - lo) / (hi - lo)) * h;
+  const sy = (v) => y + h - ((v - axis.lo) / (axis.hi - axis.lo)) * h;
   ctx.strokeStyle = "#24314b";
   ctx.fillStyle = "#8b9ab3";
   ctx.lineWidth = 1;
   ctx.font = "11px system-ui, sans-serif";
   ctx.textAlign = "right";
   ctx.textBaseline = "middle";
-  for (let i = 0; i <= 4; i += 1) {
-    const v = lo + ((hi - lo) * i) / 4;
+  for (const v of axis.ticks) {
     const yy = Math.round(sy(v)) + 0.5;
     ctx.beginPath();
     ctx.moveTo(x, yy);
     ctx.lineTo(x + w, yy);
     ctx.stroke();
-    ctx.fillText(v.toFixed(Math.abs(hi - lo) < 5 ? 2 : 1), x - 6, yy);
+    ctx.fillText(v.toFixed(axis.digits), x - 6, yy);
   }
-  if (zeroLine && lo < 0 && hi > 0) {
-    ctx.strokeStyle = "#3f5479";
+  if (zeroLine && axis.lo < 0 && axis.hi > 0) {
+    ctx.strokeStyle = "#4b6390";
     ctx.setLineDash([3, 3]);
     ctx.beginPath();
     ctx.moveTo(x, sy(0));
@@ -212,32 +229,39 @@ function drawPanel(ctx, box, seriesList, minSpan, title, zeroLine) {
     ctx.stroke();
     ctx.setLineDash([]);
   }
-  ctx.textAlign = "left";
-  ctx.fillStyle = "#cbd5e1";
-  ctx.fillText(title, x + 6, y + 9);
+  ctx.save();
+  ctx.beginPath();
+  ctx.rect(x, y - 2, w, h + 4);
+  ctx.clip();
   for (const s of seriesList) {
-    if (!s.points.length) continue;
+    const points = s.points.filter((p) => p.t >= t0 - 1);
+    if (!points.length) continue;
     ctx.strokeStyle = s.color;
     ctx.lineWidth = 2;
     ctx.setLineDash(s.dash || []);
     ctx.beginPath();
-    s.points.forEach((p, i) => {
-      const px = sx(p.t);
-      const py = sy(p.v);
-      if (i === 0) ctx.moveTo(px, py);
-      else ctx.lineTo(px, py);
+    points.forEach((p, i) => {
+      if (i === 0) ctx.moveTo(sx(p.t), sy(p.v));
+      else ctx.lineTo(sx(p.t), sy(p.v));
     });
     ctx.stroke();
     ctx.setLineDash([]);
     if (s.dots) {
       ctx.fillStyle = s.color;
-      for (const p of s.points) {
+      for (const p of points) {
         ctx.beginPath();
         ctx.arc(sx(p.t), sy(p.v), 2.5, 0, Math.PI * 2);
         ctx.fill();
       }
     }
   }
+  ctx.restore();
+  ctx.textAlign = "left";
+  ctx.textBaseline = "top";
+  ctx.fillStyle = "rgba(18, 26, 43, 0.85)";
+  ctx.fillRect(x + 4, y + 2, ctx.measureText(title).width + 10, 16);
+  ctx.fillStyle = "#cbd5e1";
+  ctx.fillText(title, x + 9, y + 4);
 }
 
 function drawTrace() {
@@ -251,14 +275,16 @@ function drawTrace() {
   ctx.clearRect(0, 0, rect.width, rect.height);
   const left = 52;
   const right = 10;
-  const gap = 18;
+  const top = 8;
+  const gap = 22;
   const bottom = 18;
-  const panelH = (rect.height - gap - bottom) / 2;
+  const panelH = (rect.height - top - gap - bottom) / 2;
   const w = rect.width - left - right;
-  drawPanel(ctx, { x: left, y: 2, w, h: panelH }, [{ points: ui.series.z, color: "#60a5fa" }], 1, "Z (µm)", false);
+  const windowS = traceWindow();
+  drawPanel(ctx, { x: left, y: top, w, h: panelH }, [{ points: ui.series.z, color: "#60a5fa" }], 1, "Z (µm)", false, windowS);
   drawPanel(
     ctx,
-    { x: left, y: panelH + gap, w, h: panelH },
+    { x: left, y: top + panelH + gap, w, h: panelH },
     [
       { points: ui.series.truth, color: "#a78bfa", dash: [5, 4] },
       { points: ui.series.est, color: "#f59e0b", dots: true },
@@ -266,12 +292,14 @@ function drawTrace() {
     2,
     "defocus (µm)",
     true,
+    windowS,
   );
   ctx.fillStyle = "#8b9ab3";
   ctx.font = "11px system-ui, sans-serif";
   ctx.textBaseline = "alphabetic";
-  for (let s = 0; s <= TRACE_WINDOW_S; s += 30) {
-    const x = left + (1 - s / TRACE_WINDOW_S) * w;
+  const tickS = windowS <= 60 ? 10 : 30;
+  for (let s = 0; s <= windowS; s += tickS) {
+    const x = left + (1 - s / windowS) * w;
     ctx.textAlign = s === 0 ? "right" : "center";
     ctx.fillText(s === 0 ? "now" : `-${s} s`, x, rect.height - 3);
   }

@@ -1,0 +1,164 @@
+"""The operator's web page in REAL headless Chromium (Debian's /usr/bin/chromium via Playwright).
+
+The page is served by a real uvicorn server on the simulated microscope. The test drives it
+like an operator: live view, API key, Go to / Up, Z-scan autofocus (the trace updates, the
+simulated truth ends near 0), STOP; it saves docs/img/web_page.png and checks a tablet layout.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from service.app import create_app
+from service.settings import load_settings
+from service.testing import serve_in_thread
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+KEY = "page-key-0123456789"
+SCREENSHOT = Path(__file__).resolve().parent.parent / "docs" / "img" / "web_page.png"
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.slow,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed at /usr/bin/chromium"),
+]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    tmp = tmp_path_factory.mktemp("page")
+    settings = load_settings(
+        overrides={
+            "sim_frame_width": 672,
+            "sim_frame_height": 504,
+            "api_key": KEY,
+            "runs_db": str(tmp / "runs.sqlite3"),
+            "data_root": str(tmp / "data"),
+            "predictor_threads": 1,
+            "stream_fps": 4,
+        },
+        environ={},
+    )
+    with serve_in_thread(create_app(settings)) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+def wait_js(page: Any, expression: str, timeout_s: float) -> None:
+    """``page.wait_for_function`` that says what the page showed when it times out."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    try:
+        page.wait_for_function(expression, timeout=timeout_s * 1000)
+    except PlaywrightTimeout as exc:
+        shown = {sel: page.text_content(sel) for sel in ("#job-badge", "#job-text", "#toasts", "#z-value")}
+        base = page.url.rstrip("/")
+        served = [
+            line for line in httpx.get(f"{base}/metrics").text.splitlines() if line.startswith("http_requests_total")
+        ]
+        raise AssertionError(f"timed out waiting for {expression!r}; the page showed {shown}; served {served}") from exc
+
+
+def truth_um(server: str) -> float:
+    return float(httpx.get(f"{server}/status").json()["simulated_truth"]["defocus_um"])
+
+
+def test_operator_page_end_to_end(server: str, browser: Any) -> None:
+    page = browser.new_page(viewport={"width": 1440, "height": 900})
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(server + "/")
+
+    # live view shows frames; status fills in Z and limits
+    wait_js(page, "document.getElementById('live').naturalWidth > 0", 60)
+    assert page.evaluate("document.getElementById('live').naturalWidth") == 672
+    wait_js(page, "document.getElementById('z-value').textContent !== '–'", 30)
+    assert "µm" in page.text_content("#limit-lo")
+
+    # without a key a move is refused and the page says so
+    page.fill("#goto-z", "-4")
+    page.click("#goto-form button")
+    page.wait_for_selector(".toast.bad", timeout=15_000)
+    assert "API key" in page.text_content(".toast.bad")
+    assert page.text_content("#key-state") == "wrong or missing key"
+
+    # with the key (stored in localStorage) Go to and Up move the stage
+    page.fill("#api-key", KEY)
+    page.click("#key-form button")
+    assert page.evaluate("localStorage.getItem('ldse-autofocus.apiKey')") == KEY
+    page.click("#goto-form button")
+    wait_js(page, "document.getElementById('z-value').textContent === '-4.00'", 30)
+    page.select_option("#step-size", "1")
+    page.click("#step-up")
+    wait_js(page, "document.getElementById('z-value').textContent === '-3.00'", 30)
+    start_truth = truth_um(server)
+    assert abs(start_truth) > 2.5
+
+    # Z-scan autofocus: the job runs, the trace fills, Z ends in focus, the run is listed
+    z_points_before = page.evaluate("ui.series.z.length")
+    page.click("#af-zscan")
+    wait_js(page, "document.getElementById('job-badge').textContent === 'running'", 15)
+    wait_js(page, "document.getElementById('job-text').textContent.includes('succeeded')", 120)
+    assert abs(truth_um(server)) < 1.5
+    final_z = httpx.get(f"{server}/stage/z").json()["z_um"]
+    assert page.evaluate("ui.series.z.length") > z_points_before
+    wait_js(page, f"Math.abs(ui.series.z[ui.series.z.length - 1].v - ({final_z})) < 0.01", 10)
+    wait_js(page, "ui.series.est.length > 0 && ui.regionMap !== null", 30)
+    wait_js(page, "document.querySelector('#runs-body td.outcome') !== null", 15)
+    assert page.text_content("#runs-body tr:first-child td:nth-child(2)") == "zscan"
+    assert "Final Z" in page.text_content("#af-result")
+
+    time.sleep(2.5)  # one more live estimate so the region map and trace are drawn for the picture
+    wait_js(page, "document.querySelectorAll('.toast').length === 0", 10)
+    SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOT), full_page=True)
+
+    # STOP cancels a running autofocus
+    page.fill("#goto-z", "3")
+    page.click("#goto-form button")
+    wait_js(page, "document.getElementById('z-value').textContent === '3.00'", 30)
+    page.click("#af-zscan")
+    wait_js(page, "document.getElementById('job-badge').textContent === 'running'", 15)
+    page.click("#stop")
+    wait_js(page, "document.getElementById('job-text').textContent.includes('cancelled')", 60)
+    jobs = httpx.get(f"{server}/jobs").json()
+    assert jobs[0]["status"] == "cancelled" and jobs[0]["params"]["routine"] == "zscan"
+    assert errors == []
+    page.close()
+
+
+def test_tablet_layout(server: str, browser: Any) -> None:
+    page = browser.new_page(viewport={"width": 820, "height": 1180}, device_scale_factor=1)
+    page.goto(server + "/")
+    wait_js(page, "document.getElementById('z-value').textContent !== '–'", 30)
+    assert page.evaluate("document.scrollingElement.scrollWidth") <= 820  # no sideways scrolling
+    stop = page.locator("#stop").bounding_box()
+    assert stop is not None and stop["width"] > 600 and stop["height"] >= 60  # big STOP across the page
+    live = page.locator("#viewer").bounding_box()
+    assert live is not None and live["width"] > 700
+    page.close()
