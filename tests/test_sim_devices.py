@@ -146,3 +146,15 @@ def test_connection_lost_fault() -> None:
         assert scope.true_defocus_um() == pytest.approx(truth)
         scope.faults.connection_lost = False
         assert stage.z_um == pytest.approx(1.0)
+
+
+def test_realtime_mode_really_waits() -> None:
+    import time
+
+    scope = _scope(realtime=True, z_speed_um_s=100.0, z_settle_ms=10.0)
+    with scope.focus_stage as stage:
+        t0_wall, t0_sim = time.monotonic(), scope.time_s
+        stage.move_by(3.0)  # 30 ms of motion plus 10 ms settle
+        assert time.monotonic() - t0_wall >= 0.04
+        assert scope.time_s - t0_sim >= 0.04
+        assert stage.z_um == pytest.approx(3.0)

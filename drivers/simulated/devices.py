@@ -33,6 +33,11 @@ class SimulatedCamera(Camera):
         self.readout_s = float(readout_s)
         self.timeout_s = float(timeout_s)
 
+    @property
+    def exposure_setting_ms(self) -> float:
+        """The exposure the camera is set to (readable while closed, no fault checks)."""
+        return self._exposure_ms
+
     def _sleep(self, seconds: float) -> None:
         self._scope.sleep(seconds)
 

@@ -133,7 +133,7 @@ class SimulatedMicroscope:
         realtime: bool = False,
         *,
         condenser_na: float | None = None,
-        spherical_aberration_waves: float = 0.06,
+        spherical_aberration_waves: float | None = None,
         source_points: int = 7,
         phase_scale: float = 1.0,
         stain_scale: float = 1.0,
@@ -179,7 +179,11 @@ class SimulatedMicroscope:
             condenser_na=self.objective.condenser_na if condenser_na is None else float(condenser_na),
             pixel_um=self.objective.pixel_um,
             immersion_n=self.objective.immersion_n,
-            spherical_aberration_waves=float(spherical_aberration_waves),
+            spherical_aberration_waves=(
+                self.objective.spherical_aberration_waves
+                if spherical_aberration_waves is None
+                else float(spherical_aberration_waves)
+            ),
             source_points=int(source_points),
         )
         self.sensor = SensorSettings(bit_depth=int(bit_depth), full_well_e=float(full_well_e),
@@ -342,7 +346,7 @@ class SimulatedMicroscope:
             sensor = replace(sensor, **changes)  # type: ignore[arg-type]
         if isinstance(rng, int):
             rng = np.random.default_rng(rng)
-        exposure = self.camera._exposure_ms if exposure_ms is None else float(exposure_ms)
+        exposure = self.camera.exposure_setting_ms if exposure_ms is None else float(exposure_ms)
         return expose(intensity, exposure, sensor, rng if rng is not None else self._noise_rng)
 
     def render_intensity(

@@ -25,6 +25,9 @@ class Objective:
     camera_pixel_um: float
     condenser_na: float
     immersion_n: float = 1.0
+    # residual primary spherical aberration (waves RMS) typical of the class: dry high-NA objectives
+    # are sensitive to coverslip and mounting errors (it grows like NA^4), low-NA ones hardly at all
+    spherical_aberration_waves: float = 0.05
 
     def __post_init__(self) -> None:
         if not 0 < self.na < self.immersion_n:
@@ -52,10 +55,10 @@ class Objective:
 OBJECTIVES: dict[str, Objective] = {
     o.name: o
     for o in (
-        Objective("10x/0.25", 10.0, 0.25, 2.2, 0.15),
-        Objective("20x/0.75", 20.0, 0.75, 3.45, 0.40),
-        Objective("20x/0.40", 20.0, 0.40, 2.2, 0.30),
-        Objective("40x/0.65", 40.0, 0.65, 2.2, 0.40),
+        Objective("10x/0.25", 10.0, 0.25, 2.2, 0.15, spherical_aberration_waves=0.03),
+        Objective("20x/0.75", 20.0, 0.75, 3.45, 0.40, spherical_aberration_waves=0.1),
+        Objective("20x/0.40", 20.0, 0.40, 2.2, 0.30, spherical_aberration_waves=0.05),
+        Objective("40x/0.65", 40.0, 0.65, 2.2, 0.40, spherical_aberration_waves=0.08),
     )
 }
 

@@ -590,7 +590,7 @@ def _render_tissue(grid: _Grid, seed: int) -> SpecimenMaps:
     hema *= tissue
     # phase: sections are thin and stained, but denser structures still add optical path
     thick = noise_grid(grid.x, grid.y, 12.0, seed * 67 + key)
-    opd = tissue * (0.03 + 0.008 * thick) + 0.035 * eosin + 0.03 * hema
+    opd = tissue * (0.04 + 0.01 * thick) + 0.06 * eosin + 0.06 * hema
     od = hema[None] * HAEMATOXYLIN_OD[:, None, None] + eosin[None] * EOSIN_OD[:, None, None]
     return SpecimenMaps(od=od.astype(np.float32), opd_um=opd.astype(np.float32))
 
