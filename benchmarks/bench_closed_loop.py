@@ -167,6 +167,7 @@ def summarise(trials: list[dict[str, Any]]) -> dict[str, Any]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path, default=None, help="checkpoint .pt (default: the bundled one)")
     parser.add_argument("--trials", type=int, default=500, help="trials on the ROI frame")
     parser.add_argument("--frame", default="896x672", help="ROI frame WIDTHxHEIGHT for the bulk of the trials")
     parser.add_argument("--full-frame-trials", type=int, default=12, help="extra trials on full 2592x1944 frames")
@@ -182,13 +183,13 @@ def main() -> int:
 
     width, height = (int(v) for v in args.frame.lower().split("x"))
     specimens = [s.strip() for s in args.specimens.split(",") if s.strip()]
-    meta = load_checkpoint().meta
+    meta = load_checkpoint(args.model).meta
     trained = "untrained" not in str(meta.get("status", ""))
     print(
-        f"model: bundled checkpoint ({'trained' if trained else 'UNTRAINED placeholder'}); "
+        f"model: {args.model or 'bundled checkpoint'} ({'trained' if trained else 'UNTRAINED placeholder'}); "
         f"load average {[round(x, 2) for x in os.getloadavg()]}"
     )
-    predictor = Predictor.from_checkpoint(None, runtime="onnx", threads=args.threads)
+    predictor = Predictor.from_checkpoint(args.model, runtime="onnx", threads=args.threads)
     t0 = time.monotonic()
     deadline = t0 + args.time_budget_s
     full = run_trials(

@@ -34,6 +34,7 @@ RESULTS = ROOT / "benchmarks" / "results"
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path, default=None, help="checkpoint .pt (default: the bundled one)")
     parser.add_argument("--hours", type=float, default=8.0)
     parser.add_argument("--interval-s", type=float, default=30.0)
     parser.add_argument("--sample-s", type=float, default=5.0)
@@ -49,9 +50,9 @@ def main() -> int:
     args = parser.parse_args()
 
     width, height = (int(v) for v in args.frame.lower().split("x"))
-    trained = "untrained" not in str(load_checkpoint().meta.get("status", ""))
+    trained = "untrained" not in str(load_checkpoint(args.model).meta.get("status", ""))
     print(
-        f"model: bundled checkpoint ({'trained' if trained else 'UNTRAINED placeholder'}); "
+        f"model: {args.model or 'bundled checkpoint'} ({'trained' if trained else 'UNTRAINED placeholder'}); "
         f"load average {[round(x, 2) for x in os.getloadavg()]}"
     )
     drift = DriftModel(
@@ -69,7 +70,7 @@ def main() -> int:
     )
     scope.camera.open()
     scope.focus_stage.open()
-    predictor = Predictor.from_checkpoint(None, runtime="onnx", threads=args.threads)
+    predictor = Predictor.from_checkpoint(args.model, runtime="onnx", threads=args.threads)
 
     trace: list[tuple[float, float, float]] = []  # (time_s, true defocus, drift)
 

@@ -48,12 +48,12 @@ def machine(threads: int) -> dict[str, Any]:
     }
 
 
-def network_gflop_per_tile() -> float:
+def network_gflop_per_tile(path: Path | None) -> float:
     """Multiply-adds x 2 of the bundled network for one 224x224 tile (torch's FLOP counter)."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    model = load_checkpoint().model.eval()
+    model = load_checkpoint(path).model.eval()
     with torch.inference_mode(), FlopCounterMode(display=False) as counter:
         model(torch.rand(1, 3, 224, 224))
     return counter.get_total_flops() / 1e9
@@ -65,6 +65,7 @@ def percentile(values: list[float], q: float) -> float:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path, default=None, help="checkpoint .pt (default: the bundled one)")
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--specimen", default="cells")
@@ -78,9 +79,9 @@ def main() -> int:
         f"machine: {info['cpu']}, {info['cores_visible']} cores visible, {args.threads} threads, "
         f"load average {info['load_average_at_start']}"
     )
-    meta = load_checkpoint().meta
+    meta = load_checkpoint(args.model).meta
     trained = "untrained" not in str(meta.get("status", ""))
-    print(f"model: bundled checkpoint ({'trained' if trained else 'UNTRAINED placeholder'})")
+    print(f"model: {args.model or 'bundled checkpoint'} ({'trained' if trained else 'UNTRAINED placeholder'})")
 
     scope = SimulatedMicroscope(seed=0, specimen=args.specimen)  # 20x/0.75, 2592x1944
     scope.camera.open()
@@ -89,7 +90,7 @@ def main() -> int:
     frame = scope.camera.snap()
     print(f"frame: {frame.shape[1]}x{frame.shape[0]} {frame.dtype} ({args.specimen}, 3 um defocus)")
 
-    gflop_tile = network_gflop_per_tile()
+    gflop_tile = network_gflop_per_tile(args.model)
     results: dict[str, Any] = {
         "machine": info,
         "model_trained": trained,
@@ -102,7 +103,7 @@ def main() -> int:
     configs = [(rt, b) for b in budgets for rt in ("torch", "onnx")]
     for runtime, budget in configs:
         label = runtime if budget is None else f"{runtime}, max_tiles={budget}"
-        predictor = Predictor.from_checkpoint(None, runtime=runtime, threads=args.threads, max_tiles=budget)
+        predictor = Predictor.from_checkpoint(args.model, runtime=runtime, threads=args.threads, max_tiles=budget)
         for _ in range(2):
             predictor.predict(frame)  # warm-up (allocations, ONNX graph optimisation)
         totals: list[float] = []
