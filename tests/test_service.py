@@ -530,3 +530,9 @@ def test_full_size_frames(tmp_path: Path) -> None:
         assert cv2.imdecode(np.frombuffer(frame.content, np.uint8), cv2.IMREAD_COLOR).shape == (1944, 2592, 3)
         e = c.get("/estimate", params={"max_age_ms": 60000}).json()
         assert e["frame_shape"] == [1944, 2592] and e["tiles_total"] == 88
+
+
+def test_every_setting_is_documented() -> None:
+    text = (Path(__file__).resolve().parent.parent / "docs" / "service.md").read_text()
+    missing = [name for name in Settings.model_fields if f"`AUTOFOCUS_{name.upper()}`" not in text]
+    assert missing == [], f"docs/service.md lacks these settings: {missing}"
