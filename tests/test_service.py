@@ -133,6 +133,16 @@ def test_read_endpoints_can_require_the_key(tmp_path: Path) -> None:
         assert {"APIKeyHeader": []} in security
 
 
+def test_cors_is_off_unless_origins_are_listed(client: TestClient, tmp_path: Path) -> None:
+    preflight = {"Origin": "http://lab-pc:8000", "Access-Control-Request-Method": "POST"}
+    assert "access-control-allow-origin" not in client.get("/status", headers={"Origin": "http://x"}).headers
+    with TestClient(create_app(make_settings(tmp_path, cors_origins=["http://lab-pc:8000"]))) as c:
+        r = c.options("/stage/z", headers=preflight)
+        assert r.headers["access-control-allow-origin"] == "http://lab-pc:8000"
+        other = c.get("/status", headers={"Origin": "http://evil.example"})
+        assert "access-control-allow-origin" not in other.headers
+
+
 # -- stage ------------------------------------------------------------------------------------------
 def test_move_absolute_and_relative(client: TestClient) -> None:
     r = client.post("/stage/z", json={"z_um": 4.0}, headers=AUTH)
