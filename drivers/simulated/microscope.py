@@ -189,8 +189,10 @@ class SimulatedMicroscope:
         self.sensor = SensorSettings(bit_depth=int(bit_depth), full_well_e=float(full_well_e),
                                      read_noise_e=float(read_noise_e), noise=bool(noise), jpeg_quality=jpeg_quality)
         self.max_tilt_step_um = (
-            self.objective.depth_of_field_um() / 4 if max_tilt_step_um is None else float(max_tilt_step_um)
+            self.objective.depth_of_field_um() / 2 if max_tilt_step_um is None else float(max_tilt_step_um)
         )
+        if not (math.isfinite(self.max_tilt_step_um) and self.max_tilt_step_um > 0):
+            raise ValueError(f"max_tilt_step_um must be > 0, got {max_tilt_step_um!r}")
         self.fft_workers = fft_workers or default_workers()
         self.faults = Faults()
         self._clock_s = 0.0
