@@ -52,16 +52,22 @@ def expose(
     if not (math.isfinite(exposure_ms) and exposure_ms > 0):
         raise ValueError(f"exposure_ms must be > 0, got {exposure_ms!r}")
     level = BACKGROUND_LEVEL * exposure_ms / REFERENCE_EXPOSURE_MS
-    gain = np.asarray(sensor.white_balance, dtype=np.float32)[:, None, None]
-    electrons = np.maximum(intensity, 0.0) * (gain * np.float32(level * sensor.full_well_e))
+    gain = np.asarray(sensor.white_balance, dtype=np.float32)[:, None, None] * np.float32(level * sensor.full_well_e)
+    electrons = np.multiply(intensity, gain, dtype=np.float32)  # a new array: the input is left alone
+    np.maximum(electrons, 0.0, out=electrons)
     if sensor.noise:
         if rng is None:
             raise ValueError("noise is on but no random generator was given")
-        sigma = np.sqrt(electrons + np.float32(sensor.read_noise_e**2))
-        electrons = electrons + sigma * rng.standard_normal(electrons.shape, dtype=np.float32)
+        sigma = electrons + np.float32(sensor.read_noise_e**2)
+        np.sqrt(sigma, out=sigma)
+        sigma *= rng.standard_normal(electrons.shape, dtype=np.float32)
+        electrons += sigma
     full = (1 << sensor.bit_depth) - 1
-    dn = np.clip(np.rint(electrons * np.float32(full / sensor.full_well_e)), 0, full)
-    frame = np.ascontiguousarray(np.moveaxis(dn, 0, -1)).astype(np.uint8 if sensor.bit_depth == 8 else np.uint16)
+    electrons *= np.float32(full / sensor.full_well_e)
+    np.rint(electrons, out=electrons)
+    np.clip(electrons, 0, full, out=electrons)
+    frame = np.empty((*electrons.shape[1:], 3), dtype=np.uint8 if sensor.bit_depth == 8 else np.uint16)
+    np.copyto(frame, np.moveaxis(electrons, 0, -1), casting="unsafe")
     if sensor.jpeg_quality is not None:
         ok, buf = cv2.imencode(".jpg", frame[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, int(sensor.jpeg_quality)])
         if not ok:
