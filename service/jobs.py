@@ -174,6 +174,12 @@ class Job:
                 del self.events[: len(self.events) - MAX_EVENTS]
             self._cond.notify_all()
 
+    def report(self, message: dict[str, Any]) -> None:
+        """A progress message from the work: kept as ``progress`` and sent as a ``progress`` event."""
+        with self._cond:
+            self.progress = message
+        self.emit("progress", message)
+
     def events_after(self, seq: int) -> list[dict[str, Any]]:
         with self._cond:
             return [e for e in self.events if e["seq"] > seq]
@@ -213,7 +219,7 @@ class JobManager:
         self._jobs: OrderedDict[str, Job] = OrderedDict()
         self._lock = threading.Lock()
         self._threads: dict[str, threading.Thread] = {}
-        self._on_job_done = on_job_done
+        self.on_job_done = on_job_done
 
     def start(self, kind: str, params: dict[str, Any], work: Work, finish: Finisher | None = None) -> Job:
         """Take the device, create the job and start its worker thread (``BusyError`` if busy)."""
@@ -284,8 +290,8 @@ class JobManager:
                     "instance": instance,
                 }
         job.emit("done", job.snapshot())
-        if self._on_job_done is not None:
-            self._on_job_done(job)
+        if self.on_job_done is not None:
+            self.on_job_done(job)
 
     def _trim(self) -> None:
         finished = [jid for jid, j in self._jobs.items() if j.done]

@@ -101,6 +101,12 @@ class ServiceState:
             return None
         return {"defocus_um": float(scope.true_defocus_um()), "time_s": float(scope.time_s)}
 
+    def job_done(self, job: Job) -> None:
+        """Count a finished job; remember a device fault for /status."""
+        self.metrics.inc("autofocus_jobs_total", [("kind", job.kind), ("status", job.status)])
+        if job.error is not None and job.error.get("status") == 503:
+            self.last_device_error = str(job.error.get("detail"))
+
     def close(self) -> None:
         """Cancel jobs, then stop the stage and close the devices."""
         self.shutting_down.set()
@@ -125,15 +131,7 @@ def open_state(settings: Settings, api_key: str, metrics: Metrics) -> ServiceSta
     try:
         device_lock = DeviceLock()
         camera = TappedCamera(hardware.camera)
-        state_box: list[ServiceState] = []
-
-        def on_job_done(job: Job) -> None:
-            if state_box:
-                state_box[0].metrics.inc("autofocus_jobs_total", [("kind", job.kind), ("status", job.status)])
-                if job.error is not None and job.error.get("status") == 503:
-                    state_box[0].last_device_error = str(job.error.get("detail"))
-
-        jobs = JobManager(device_lock, settings.job_history, settings.device_lock_timeout_s, on_job_done=on_job_done)
+        jobs = JobManager(device_lock, settings.job_history, settings.device_lock_timeout_s)
         state = ServiceState(
             settings=settings,
             api_key=api_key,
@@ -146,7 +144,7 @@ def open_state(settings: Settings, api_key: str, metrics: Metrics) -> ServiceSta
             runs=runs,
             metrics=metrics,
         )
-        state_box.append(state)
+        jobs.on_job_done = state.job_done
     except BaseException:
         hardware.close()
         raise

@@ -91,10 +91,7 @@ def autofocus(request: AutofocusRequest, response: Response, state: State) -> di
             if "record" in message:
                 last_record.clear()
                 last_record.update(message["record"])
-            safe = finite(message)
-            with job._cond:
-                job.progress = safe
-            job.emit("progress", safe)
+            job.report(finite(message))
 
         record: AutofocusRecord = run_autofocus(
             routine,

@@ -92,10 +92,7 @@ def acquire(request: AcquireRequest, response: Response, state: State) -> dict[s
 
     def work(job: Job) -> dict[str, Any]:
         def progress(message: dict[str, Any]) -> None:
-            safe = finite(message)
-            with job._cond:
-                job.progress = safe
-            job.emit("progress", safe)
+            job.report(finite(message))
 
         result = acquire_dataset(
             folder,

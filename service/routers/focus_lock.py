@@ -75,10 +75,7 @@ def start_focus_lock(request: FocusLockRequest, response: Response, state: State
         )
 
         def on_update(update: dict[str, Any]) -> None:
-            safe = finite(update)
-            with job._cond:
-                job.progress = safe
-            job.emit("progress", safe)
+            job.report(finite(update))
 
         result = finite(lock.run(job.cancel_token, on_update, duration_s=duration_s))
         if job.cancel_token.cancelled:
