@@ -252,6 +252,7 @@ def test_autofocus_serve_command(tmp_path: Path) -> None:
             proc.wait()
 
 
+@pytest.mark.slow
 def test_autofocus_serve_refuses_a_wrong_setting(tmp_path: Path) -> None:
     env = {**os.environ, "AUTOFOCUS_STAGE": "asi", "AUTOFOCUS_RUNS_DB": str(tmp_path / "r.sqlite3")}
     result = subprocess.run(
