@@ -564,6 +564,7 @@ def _render_tissue(grid: _Grid, seed: int) -> SpecimenMaps:
         tissue[box] *= 1.0 - lumen
     # -- nuclei (haematoxylin) with chromatin texture and envelope
     nuc = np.zeros((h, w), dtype=np.float32)
+    nuc_dome = np.zeros((h, w), dtype=np.float32)  # nuclei are thicker in the middle: smooth lenses
     ks = np.array([2.0, 3.0, 4.0])
     for row in nuclei:
         harm = np.stack([ks, row[_NHARM::2], row[_NHARM + 1 :: 2]], axis=1)
@@ -574,6 +575,7 @@ def _render_tissue(grid: _Grid, seed: int) -> SpecimenMaps:
         rim_share = np.float32(row[_NRIM])
         rim = rim_share * np.clip(1.0 - np.abs(prof - 0.55) / 0.25, 0.0, 1.0)
         np.maximum(nuc[box], np.float32(row[_NHEMA]) * (prof * (1 - rim_share * 0.5) + rim), out=nuc[box])
+        np.maximum(nuc_dome[box], prof**4, out=nuc_dome[box])  # (1 - rho^2): a dome
     chrom = noise_grid(grid.x, grid.y, 0.6, seed * 61 + key)
     hema += nuc * (1.0 + 0.3 * chrom)
     eosin *= 1.0 - np.clip(nuc, 0, 1) * 0.5
@@ -590,7 +592,9 @@ def _render_tissue(grid: _Grid, seed: int) -> SpecimenMaps:
     hema *= tissue
     # phase: sections are thin and stained, but denser structures still add optical path
     thick = noise_grid(grid.x, grid.y, 12.0, seed * 67 + key)
-    opd = tissue * (0.04 + 0.01 * thick) + 0.06 * eosin + 0.06 * hema
+    # (smooth on purpose: the fine texture of stain is amplitude, so sharpness still peaks at focus,
+    # while nuclei act as weak lenses and red cells as strong ones, which carries the sign)
+    opd = tissue * (0.04 + 0.012 * thick + 0.01 * coarse) + 0.09 * nuc_dome + 0.08 * rbc
     od = hema[None] * HAEMATOXYLIN_OD[:, None, None] + eosin[None] * EOSIN_OD[:, None, None]
     return SpecimenMaps(od=od.astype(np.float32), opd_um=opd.astype(np.float32))
 
