@@ -31,6 +31,8 @@ HAEMATOXYLIN_OD = np.array([0.65, 0.70, 0.29], dtype=np.float32)
 EOSIN_OD = np.array([0.07, 0.99, 0.11], dtype=np.float32)
 # Weak, slightly blue-weighted absorption of unstained cells and debris.
 UNSTAINED_OD = np.array([0.8, 0.9, 1.15], dtype=np.float32)
+# Haemoglobin in red blood cells (on top of their eosin): absorbs green and blue, so they look red.
+HAEMOGLOBIN_OD = np.array([0.05, 0.45, 0.5], dtype=np.float32)
 
 _KIND_KEYS = {"cells": 11, "tissue": 23, "sparse": 37}
 
@@ -211,14 +213,14 @@ def _make_cell(rng: np.random.Generator, cx: float, cy: float, style: str) -> _C
     ndx, ndy = off * math.cos(oang), off * math.sin(oang)
     nuc = (ndx, ndy, na_um, nb_um, nang, nuc_h) if rng.uniform() > 0.03 else None
     # granules / lipid droplets: strong small phase dots, many around the nucleus
-    n_gran = int(rng.poisson(rng.choice([3.0, 12.0, 35.0])))
+    n_gran = int(rng.poisson(rng.choice([1.0, 4.0, 10.0, 25.0], p=[0.3, 0.35, 0.25, 0.1])))
     ga = rng.uniform(0, 2 * np.pi, n_gran)
     gr = np.sqrt(rng.uniform(0.05, 0.8, n_gran))
     c, s = math.cos(angle), math.sin(angle)
     gu, gv = gr * np.cos(ga) * a, gr * np.sin(ga) * b
     gx = cx + gu * c - gv * s
     gy = cy + gu * s + gv * c
-    gopd = rng.uniform(0.02, 0.12, n_gran) * rng.choice([0.5, 1.0, 1.6])
+    gopd = rng.uniform(0.015, 0.07, n_gran) * rng.choice([0.6, 1.0, 1.5])
     granules = np.stack([gx, gy, gopd], axis=1) if n_gran else np.zeros((0, 3))
     nucleoli = np.zeros((0, 3))
     if nuc is not None:
@@ -544,7 +546,7 @@ def _render_tissue(grid: _Grid, seed: int) -> SpecimenMaps:
         fib += noise_points(u, v, seed * 47 + key + n_fam) * weight
     coarse = noise_grid(grid.x, grid.y, 30.0, seed * 53 + key)
     density = np.clip(0.5 + 0.35 * fib, 0.0, 1.0)  # fibre bundles vs pale gaps between them
-    eosin = (np.float32(0.08) + np.float32(0.22) * density) * (1.0 + 0.25 * coarse)
+    eosin = (np.float32(0.06) + np.float32(0.18) * density) * (1.0 + 0.25 * coarse)
     eosin = np.clip(eosin, 0.02, None).astype(np.float32)
     hema = np.full((h, w), 0.025, dtype=np.float32)
     # -- tissue presence: tears and fat spaces are blank
@@ -587,15 +589,19 @@ def _render_tissue(grid: _Grid, seed: int) -> SpecimenMaps:
             box, prof = got
             disc = np.clip(prof / 0.15, 0.0, 1.0) * (0.8 + 0.25 * (1.0 - prof))
             np.maximum(rbc[box], disc, out=rbc[box])
-    eosin = eosin * (1 - np.clip(rbc, 0, 1)) + rbc * 0.9
+    eosin = eosin * (1 - np.clip(rbc, 0, 1)) + rbc * 0.6
     eosin *= tissue
     hema *= tissue
     # phase: sections are thin and stained, but denser structures still add optical path
     thick = noise_grid(grid.x, grid.y, 12.0, seed * 67 + key)
     # (smooth on purpose: the fine texture of stain is amplitude, so sharpness still peaks at focus,
     # while nuclei act as weak lenses and red cells as strong ones, which carries the sign)
-    opd = tissue * (0.04 + 0.012 * thick + 0.01 * coarse) + 0.09 * nuc_dome + 0.08 * rbc
-    od = hema[None] * HAEMATOXYLIN_OD[:, None, None] + eosin[None] * EOSIN_OD[:, None, None]
+    opd = tissue * (0.04 + 0.012 * thick + 0.01 * coarse + 0.09 * nuc_dome + 0.08 * rbc)
+    od = (
+        hema[None] * HAEMATOXYLIN_OD[:, None, None]
+        + eosin[None] * EOSIN_OD[:, None, None]
+        + (rbc * tissue)[None] * HAEMOGLOBIN_OD[:, None, None]
+    )
     return SpecimenMaps(od=od.astype(np.float32), opd_um=opd.astype(np.float32))
 
 
