@@ -354,3 +354,13 @@ def test_region_blending_is_seamless() -> None:
     assert float(np.abs(blended - flat).max()) < 0.02
     shifted = scope.render_intensity(x + scope.objective.pixel_um, y, 1.0, (97, 161))
     assert float(np.abs(shifted - flat).max()) > 0.05  # what a one-pixel misalignment would look like
+
+
+def test_find_content_reports_failure() -> None:
+    scope = SimulatedMicroscope(seed=1, specimen="sparse")
+    with pytest.raises(ValueError, match="no patch"):
+        scope.find_content(1.0, 64, max_tries=3)
+    with pytest.raises(ValueError, match="min_fraction"):
+        scope.find_content(1.5)
+    x, y = scope.find_content(0.2, 64, step_um=20.0)
+    assert scope.content_fraction(x, y, 64) >= 0.2

@@ -460,9 +460,11 @@ class SimulatedMicroscope:
         A pixel counts when its optical density exceeds 0.03 or its optical path 0.02 um. Cheap
         (no optics): for choosing fields in tests, demos and dataset generators.
         """
+        if int(size) < 1:
+            raise ValueError(f"size must be >= 1 pixel, got {size!r}")
         p = self.objective.pixel_um
-        xs = lattice_coords(x_um, size, p)
-        ys = lattice_coords(y_um, size, p)
+        xs = lattice_coords(x_um, int(size), p)
+        ys = lattice_coords(y_um, int(size), p)
         maps = render_specimen(self.specimen, self.seed, xs, ys, phase_scale=1.0, stain_scale=1.0)
         filled = (maps.od.max(axis=0) > 0.03) | (np.abs(maps.opd_um) > 0.02)
         return float(filled.mean())
@@ -478,18 +480,16 @@ class SimulatedMicroscope:
         step = size * self.objective.pixel_um if step_um is None else float(step_um)
         x, y = start_um
         dx, dy, leg, done = 1, 0, 1, 0
-        for i in range(max_tries):
+        for _ in range(max_tries):
             if self.content_fraction(x, y, size) >= min_fraction:
                 return x, y
             x, y = x + dx * step, y + dy * step
             done += 1
-            if done == leg:
+            if done == leg:  # square spiral: legs of 1, 1, 2, 2, 3, 3, ... steps
                 done = 0
                 dx, dy = -dy, dx
                 if dy == 0:
                     leg += 1
-            if i + 1 == max_tries:
-                break
         raise ValueError(f"no patch with >= {min_fraction:.0%} specimen within {max_tries} tries of {start_um}")
 
     def describe(self) -> dict[str, object]:
