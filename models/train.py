@@ -67,6 +67,7 @@ class TrainConfig:
     device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:N"
     threads: int | None = None  # torch.set_num_threads; None leaves torch's default
     fit_normalisation: bool = True  # set the model's mean/std from training patches (new models only)
+    max_wall_min: float | None = None  # stop before an epoch that would end past this budget (None: no limit)
 
     def __post_init__(self) -> None:
         for name in ("max_epochs", "batch_size", "lr_step_epochs", "patience"):
@@ -81,6 +82,8 @@ class TrainConfig:
             raise ValueError(f"steps_per_epoch must be >= 1 or None, got {self.steps_per_epoch!r}")
         if self.num_workers < 0:
             raise ValueError(f"num_workers must be >= 0, got {self.num_workers!r}")
+        if self.max_wall_min is not None and not self.max_wall_min > 0:
+            raise ValueError(f"max_wall_min must be > 0 or None, got {self.max_wall_min!r}")
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"threads must be >= 1 or None, got {self.threads!r}")
 
@@ -256,6 +259,11 @@ def train(
                 stopped_early = True
                 say(f"stopping: test loss has not improved by {cfg.min_rel_improvement:.0%} for {stale} epochs")
                 break
+            budget = cfg.max_wall_min
+            if budget is not None and _out_of_time(started, history[-1]["epoch_s"], budget, dist_info, device):
+                stopped_early = True
+                say(f"stopping: another epoch would exceed the {cfg.max_wall_min:g} min wall-time budget")
+                break
 
         result = TrainResult(
             model_path=None,
@@ -299,6 +307,16 @@ def train(
     finally:
         if dist_info.enabled and dist.is_initialized():
             dist.destroy_process_group()
+
+
+def _out_of_time(started: float, epoch_s: float, budget_min: float, dist_info: _Dist, device: torch.device) -> bool:
+    """True when one more epoch (as long as the last) would end past ``budget_min``; agreed by all ranks."""
+    late = time.monotonic() - started + epoch_s > 60.0 * budget_min
+    if dist_info.enabled:
+        flag = torch.tensor([1.0 if late else 0.0], device=device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        late = bool(flag.item() > 0)
+    return late
 
 
 def _train_epoch(

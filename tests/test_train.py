@@ -167,8 +167,29 @@ def test_finetune_starts_from_checkpoint_weights(data, tmp_path: Path) -> None:
     assert tuned.history[0]["test_loss"] < 2 * first.best_test_loss + 0.05
 
 
+def test_wall_time_budget_stops_training(data, tmp_path: Path) -> None:
+    train_set, test_set = data
+    messages: list[str] = []
+    result = train(
+        model_name="ldsenet",
+        model_config=TINY,
+        train_set=train_set,
+        test_set=test_set,
+        out_dir=tmp_path,
+        meta=META,
+        config=_cfg(max_wall_min=1e-4),
+        progress=False,
+        echo=messages.append,
+    )
+    assert result.epochs_run == 1 and result.stopped_early
+    assert any("wall-time budget" in m for m in messages)
+    assert (tmp_path / "model.pt").is_file()
+
+
 def test_bad_train_config_is_rejected() -> None:
     with pytest.raises(ValueError, match="batch_size"):
         TrainConfig(batch_size=0)
     with pytest.raises(ValueError, match="lr"):
         TrainConfig(lr=-1.0)
+    with pytest.raises(ValueError, match="max_wall_min"):
+        TrainConfig(max_wall_min=0.0)

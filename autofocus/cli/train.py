@@ -20,6 +20,9 @@ def add_common_training_arguments(parser: argparse.ArgumentParser, *, lr: float,
     parser.add_argument("--lr-gamma", type=float, default=0.5, help="StepLR: lr factor at each drop (default 0.5)")
     parser.add_argument("--patience", type=int, default=8, help="early stopping: epochs without test improvement")
     parser.add_argument("--steps-per-epoch", type=int, default=None, help="cap optimiser steps per epoch")
+    parser.add_argument(
+        "--max-wall-min", type=float, default=None, help="stop before an epoch that would end past this many minutes"
+    )
     parser.add_argument("--test-fraction", type=float, default=0.1, help="fields of view held out (default 0.1)")
     parser.add_argument("--z-range", type=float, nargs=2, metavar=("LO_UM", "HI_UM"), help="keep planes in range")
     parser.add_argument("--seed", type=int, default=0, help="split, shuffling and initialisation seed")
@@ -75,6 +78,7 @@ def train_config(args: argparse.Namespace) -> Any:
         seed=args.seed,
         device=args.device,
         threads=args.threads,
+        max_wall_min=args.max_wall_min,
     )
 
 

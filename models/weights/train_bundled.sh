@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Reproduce the bundled LDSE-NET (models/weights/ldsenet.pt + ldsenet.onnx) from scratch, CPU only.
+# Run from the repository root:  bash models/weights/train_bundled.sh
+# Data go to data/ (git-ignored), the run to runs/bundled/ (git-ignored). See models/weights/README.md.
+set -euo pipefail
+THREADS=${THREADS:-1}
+
+# 1. Synthetic z-stacks from the simulated microscope (20x/0.75, cells/tissue/sparse, random optics per slide).
+#    Training slides use seed 0; the held-out test slides use seed 1 (no specimen in common).
+autofocus dataset synth data/synth-train --slides 48 --positions 4 --random-planes 4 --seed 0 --workers 2 --no-progress
+autofocus dataset synth data/synth-test --slides 12 --positions 4 --seed 1 --workers 2 --no-progress
+
+# 2. Train (the paper's recipe: MSE, Adam 1e-3, step lr, batch 50; 9:1 split by field of view for early stopping).
+#    100 steps of 50 patches per epoch; lr 1e-3, x0.3 every 12 epochs; stops after 47 min (the CPU budget) at most.
+autofocus train data/synth-train --out runs/bundled --epochs 40 --steps-per-epoch 100 --lr-step 12 \
+    --lr-gamma 0.3 --patience 10 --max-wall-min 47 --threads "$THREADS" --workers 1 --cache-dir data/cache --seed 0
+
+# 3. Accuracy on the held-out slides, then ship: checkpoint + ONNX (verified against torch).
+autofocus evaluate data/synth-test --checkpoint runs/bundled/model.pt --out runs/bundled/heldout \
+    --threads "$THREADS" --cache-dir data/cache
+cp runs/bundled/model.pt models/weights/ldsenet.pt
+autofocus export models/weights/ldsenet.pt --out models/weights/ldsenet.onnx
