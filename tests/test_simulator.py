@@ -234,16 +234,19 @@ def test_same_seed_same_images() -> None:
 def test_same_xy_same_field_whatever_the_window(kind: str) -> None:
     p = 0.1725
     scope = SimulatedMicroscope(seed=3, specimen=kind)
-    x, y = scope.find_content(0.05, 128)
-    big = render_specimen(kind, 3, lattice_coords(x, 200, p), lattice_coords(y, 160, p))
-    # a window shifted by (37, -23) pixels: its overlap with the first shows the same specimen
-    small = render_specimen(kind, 3, lattice_coords(x + 37 * p, 120, p), lattice_coords(y - 23 * p, 100, p))
-    xb, yb = lattice_coords(x, 200, p), lattice_coords(y, 160, p)
-    xs, ys = lattice_coords(x + 37 * p, 120, p), lattice_coords(y - 23 * p, 100, p)
-    j0 = int(np.argmin(np.abs(xb - xs[0])))
-    i0 = int(np.argmin(np.abs(yb - ys[0])))
-    np.testing.assert_allclose(small.opd_um, big.opd_um[i0 : i0 + 100, j0 : j0 + 120], atol=1e-5)
-    np.testing.assert_allclose(small.od, big.od[:, i0 : i0 + 100, j0 : j0 + 120], atol=1e-5)
+    rng = np.random.default_rng(5)
+    starts = [(0.0, 0.0), *(tuple(rng.uniform(-30_000, 30_000, 2)) for _ in range(3))]
+    for start in starts:
+        x, y = scope.find_content(0.05, 128, start_um=start, step_um=30.0)
+        xb, yb = lattice_coords(x, 200, p), lattice_coords(y, 160, p)
+        big = render_specimen(kind, 3, xb, yb)
+        # a window shifted by (37, -23) pixels: its overlap with the first shows the same specimen
+        xs, ys = lattice_coords(x + 37 * p, 120, p), lattice_coords(y - 23 * p, 100, p)
+        small = render_specimen(kind, 3, xs, ys)
+        j0 = int(np.argmin(np.abs(xb - xs[0])))
+        i0 = int(np.argmin(np.abs(yb - ys[0])))
+        np.testing.assert_allclose(small.opd_um, big.opd_um[i0 : i0 + 100, j0 : j0 + 120], atol=1e-5)
+        np.testing.assert_allclose(small.od, big.od[:, i0 : i0 + 100, j0 : j0 + 120], atol=1e-5)
 
 
 def test_xy_moves_show_other_fields() -> None:

@@ -346,6 +346,7 @@ def _render_cells(grid: _Grid, seed: int) -> SpecimenMaps:
 # Sparse fields: a few cell clusters and some debris on a mostly blank slide
 # --------------------------------------------------------------------------------------------
 _SPARSE_CHUNK_UM = 120.0
+_SPARSE_SPREAD_UM = 25.0  # cells of a cluster lie within this distance of its centre (per axis)
 
 
 @lru_cache(maxsize=4096)
@@ -358,7 +359,8 @@ def _sparse_in_chunk(seed: int, ix: int, iy: int) -> tuple[tuple[_Cell, ...], np
         ccy = iy * _SPARSE_CHUNK_UM + rng.uniform(20, _SPARSE_CHUNK_UM - 20)
         for _ in range(int(rng.integers(1, 6))):
             style = ("round", "spindle", "spread")[int(rng.choice(3, p=[0.2, 0.35, 0.45]))]
-            cells.append(_make_cell(rng, ccx + rng.normal(0, 10), ccy + rng.normal(0, 10), style))
+            dx, dy = np.clip(rng.normal(0, 10, 2), -_SPARSE_SPREAD_UM, _SPARSE_SPREAD_UM)
+            cells.append(_make_cell(rng, ccx + float(dx), ccy + float(dy), style))
     debris = np.zeros((0, 5))
     if rng.uniform() < 0.35:
         n = int(rng.integers(1, 12))
@@ -380,7 +382,7 @@ def _render_sparse(grid: _Grid, seed: int) -> SpecimenMaps:
     opd = np.zeros((h, w), dtype=np.float32)
     grey = np.zeros((h, w), dtype=np.float32)
     cells: list[_Cell] = []
-    for ch in grid.chunks(_SPARSE_CHUNK_UM, _CELL_MARGIN_UM):
+    for ch in grid.chunks(_SPARSE_CHUNK_UM, _CELL_MARGIN_UM + _SPARSE_SPREAD_UM):
         cs, debris = _sparse_in_chunk(seed, *ch)
         cells.extend(cs)
         for x, y, r, od_val, opd_val in debris:
@@ -484,7 +486,9 @@ def _tissue_chunk(seed: int, ix: int, iy: int) -> _TissueChunk:
     if n:
         if cellularity > 0.4:  # a lymphoid aggregate: a tight cluster
             cx, cy = x0 + rng.uniform(0, c), y0 + rng.uniform(0, c)
-            xs, ys = cx + rng.normal(0, 18, n), cy + rng.normal(0, 18, n)
+            # (clipped so that every nucleus stays within the chunk search margin)
+            xs = cx + np.clip(rng.normal(0, 18, n), -45, 45)
+            ys = cy + np.clip(rng.normal(0, 18, n), -45, 45)
         else:
             xs, ys = x0 + rng.uniform(0, c, n), y0 + rng.uniform(0, c, n)
         style = "lymph" if rng.uniform() < 0.75 else "plasma"
