@@ -289,6 +289,16 @@ def test_render_patch_options() -> None:
     narrow = scope.render_patch(x, y, 2.0, size=128, noise=False, condenser_na=0.1)
     # a wider condenser washes out phase contrast
     assert wide.astype(float).std() < narrow.astype(float).std()
+    mosaic = scope.render_patch(x, y, 2.0, size=128, noise=False, bayer=True)
+    assert mosaic.shape == clean.shape and mosaic.dtype == clean.dtype
+    assert not np.array_equal(mosaic, clean)
+    # demosaicing keeps the colours (a swapped pattern would turn pink tissue green)
+    tissue = SimulatedMicroscope(seed=2, specimen="tissue")
+    tx, ty = tissue.find_content(0.8, 128)
+    rgb = tissue.render_patch(tx, ty, 0.0, size=128, noise=False).astype(float).mean(axis=(0, 1))
+    rgb_bayer = tissue.render_patch(tx, ty, 0.0, size=128, noise=False, bayer=True).astype(float).mean(axis=(0, 1))
+    assert np.abs(rgb_bayer - rgb).max() < 3.0
+    assert rgb_bayer[0] > rgb_bayer[1] + 20  # eosin: red passes, green is absorbed
     with pytest.raises(ValueError, match="source_points"):
         scope.render_patch(x, y, 0.0, source_points=5)
     with pytest.raises(ValueError, match="jpeg_quality"):

@@ -140,6 +140,7 @@ class SimulatedMicroscope:
         exposure_ms: float = 20.0,
         full_well_e: float = 10_000.0,
         read_noise_e: float = 6.0,
+        bayer: bool = False,
         z_direction: int = 1,
         z_limits_um: tuple[float, float] | None = None,
         z_max_step_um: float = 100.0,
@@ -187,7 +188,8 @@ class SimulatedMicroscope:
             source_points=int(source_points),
         )
         self.sensor = SensorSettings(bit_depth=int(bit_depth), full_well_e=float(full_well_e),
-                                     read_noise_e=float(read_noise_e), noise=bool(noise), jpeg_quality=jpeg_quality)
+                                     read_noise_e=float(read_noise_e), noise=bool(noise), jpeg_quality=jpeg_quality,
+                                     bayer=bool(bayer))
         self.max_tilt_step_um = (
             self.objective.depth_of_field_um() / 2 if max_tilt_step_um is None else float(max_tilt_step_um)
         )
@@ -287,6 +289,7 @@ class SimulatedMicroscope:
         read_noise_e: float | None = None,
         jpeg_quality: int | Literal["scope"] | None = SCOPE_DEFAULT,
         bit_depth: int | None = None,
+        bayer: bool | None = None,
         rng: np.random.Generator | int | None = None,
     ) -> np.ndarray:
         """A ``size x size x 3`` camera patch centred on slide point (x_um, y_um) at a fixed defocus.
@@ -299,7 +302,7 @@ class SimulatedMicroscope:
             x_um, y_um, defocus_um, (size, size), condenser_na=condenser_na,
             spherical_aberration_waves=spherical_aberration_waves, source_points=source_points,
             exposure_ms=exposure_ms, noise=noise, read_noise_e=read_noise_e, jpeg_quality=jpeg_quality,
-            bit_depth=bit_depth, rng=rng,
+            bit_depth=bit_depth, bayer=bayer, rng=rng,
         )
 
     def render_frame(
@@ -318,6 +321,7 @@ class SimulatedMicroscope:
         read_noise_e: float | None = None,
         jpeg_quality: int | Literal["scope"] | None = SCOPE_DEFAULT,
         bit_depth: int | None = None,
+        bayer: bool | None = None,
         rng: np.random.Generator | int | None = None,
     ) -> np.ndarray:
         """A camera frame of ``shape`` (rows, cols) centred on (x_um, y_um).
@@ -344,6 +348,8 @@ class SimulatedMicroscope:
                 changes["jpeg_quality"] = None
         if jpeg_quality != SCOPE_DEFAULT:
             changes["jpeg_quality"] = jpeg_quality
+        if bayer is not None:
+            changes["bayer"] = bool(bayer)
         if changes:
             sensor = replace(sensor, **changes)  # type: ignore[arg-type]
         if isinstance(rng, int):

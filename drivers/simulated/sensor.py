@@ -25,6 +25,7 @@ class SensorSettings:
     noise: bool = True
     jpeg_quality: int | None = None
     white_balance: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    bayer: bool = False  # a colour sensor with an RGGB mosaic, demosaiced bilinearly (OpenCV)
 
     def __post_init__(self) -> None:
         if self.bit_depth not in BIT_DEPTHS:
@@ -55,6 +56,13 @@ def expose(
     gain = np.asarray(sensor.white_balance, dtype=np.float32)[:, None, None] * np.float32(level * sensor.full_well_e)
     electrons = np.multiply(intensity, gain, dtype=np.float32)  # a new array: the input is left alone
     np.maximum(electrons, 0.0, out=electrons)
+    if sensor.bayer:  # each photosite sees one colour: R G / G B
+        mosaic = np.empty(electrons.shape[1:], dtype=np.float32)
+        mosaic[0::2, 0::2] = electrons[0, 0::2, 0::2]
+        mosaic[0::2, 1::2] = electrons[1, 0::2, 1::2]
+        mosaic[1::2, 0::2] = electrons[1, 1::2, 0::2]
+        mosaic[1::2, 1::2] = electrons[2, 1::2, 1::2]
+        electrons = mosaic
     if sensor.noise:
         if rng is None:
             raise ValueError("noise is on but no random generator was given")
@@ -66,8 +74,13 @@ def expose(
     electrons *= np.float32(full / sensor.full_well_e)
     np.rint(electrons, out=electrons)
     np.clip(electrons, 0, full, out=electrons)
-    frame = np.empty((*electrons.shape[1:], 3), dtype=np.uint8 if sensor.bit_depth == 8 else np.uint16)
-    np.copyto(frame, np.moveaxis(electrons, 0, -1), casting="unsafe")
+    dtype = np.uint8 if sensor.bit_depth == 8 else np.uint16
+    if sensor.bayer:
+        # OpenCV names Bayer patterns from the second row: an RGGB sensor is its "BG" code
+        frame = cv2.cvtColor(electrons.astype(dtype), cv2.COLOR_BayerBG2RGB)
+    else:
+        frame = np.empty((*electrons.shape[1:], 3), dtype=dtype)
+        np.copyto(frame, np.moveaxis(electrons, 0, -1), casting="unsafe")
     if sensor.jpeg_quality is not None:
         ok, buf = cv2.imencode(".jpg", frame[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, int(sensor.jpeg_quality)])
         if not ok:
