@@ -499,6 +499,7 @@ class SimulatedMicroscope:
         raise ValueError(f"no patch with >= {min_fraction:.0%} specimen within {max_tries} tries of {start_um}")
 
     def describe(self) -> dict[str, object]:
+        """A JSON-friendly summary of the simulated set-up (for status pages and dataset manifests)."""
         return {
             "seed": self.seed,
             "objective": self.objective.name,
@@ -508,6 +509,13 @@ class SimulatedMicroscope:
             "condenser_na": self.optics.condenser_na,
             "spherical_aberration_waves": self.optics.spherical_aberration_waves,
             "source_points": self.optics.source_points,
+            "phase_scale": self.phase_scale,
+            "stain_scale": self.stain_scale,
+            "bit_depth": self.sensor.bit_depth,
+            "noise": self.sensor.noise,
+            "read_noise_e": self.sensor.read_noise_e,
+            "jpeg_quality": self.sensor.jpeg_quality,
+            "bayer": self.sensor.bayer,
             "focus_offset_um": self.focus_offset_um,
             "tilt_um_per_mm": list(self.tilt_um_per_mm),
             "drift": None if self.drift is None else vars(self.drift).copy(),
