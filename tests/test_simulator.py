@@ -377,3 +377,14 @@ def test_find_content_reports_failure() -> None:
         scope.find_content(1.5)
     x, y = scope.find_content(0.2, 64, step_um=20.0)
     assert scope.content_fraction(x, y, 64) >= 0.2
+
+
+def test_describe_is_json_and_complete() -> None:
+    import json
+
+    scope = SimulatedMicroscope(seed=4, objective="40x/0.65", specimen="sparse", drift=DriftModel.typical(),
+                                bayer=True, spherical_aberration_waves=0.02)
+    info = json.loads(json.dumps(scope.describe()))
+    assert info["objective"] == "40x/0.65" and info["specimen"] == "sparse" and info["bayer"] is True
+    assert info["spherical_aberration_waves"] == 0.02
+    assert info["drift"]["thermal_um"] == DriftModel.typical().thermal_um
