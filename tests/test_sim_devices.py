@@ -158,3 +158,9 @@ def test_realtime_mode_really_waits() -> None:
         assert time.monotonic() - t0_wall >= 0.04
         assert scope.time_s - t0_sim >= 0.04
         assert stage.z_um == pytest.approx(3.0)
+
+
+def test_camera_pixel_size_is_at_the_sample() -> None:
+    scope = _scope(objective="20x/0.75")
+    assert scope.camera.pixel_size_um == pytest.approx(3.45 / 20)
+    assert scope.camera.pixel_size_um == pytest.approx(scope.objective.pixel_um)

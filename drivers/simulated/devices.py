@@ -27,7 +27,8 @@ class SimulatedCamera(Camera):
 
     def __init__(self, scope: SimulatedMicroscope, *, exposure_ms: float = 20.0, readout_s: float = 0.05,
                  timeout_s: float = 2.0) -> None:
-        super().__init__("sim-camera", pixel_size_um=scope.objective.camera_pixel_um)
+        # the project's pixel size is the pitch at the sample (sensor pixel / magnification)
+        super().__init__("sim-camera", pixel_size_um=scope.objective.pixel_um)
         self._scope = scope
         self._exposure_ms = float(exposure_ms)
         self.readout_s = float(readout_s)
