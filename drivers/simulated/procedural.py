@@ -10,7 +10,7 @@ import math
 
 import numpy as np
 
-__all__ = ["chunk_rng", "hash_uniform", "noise_at", "noise_grid", "noise_points"]
+__all__ = ["chunk_rng", "hash_uniform", "noise_at", "noise_grid", "noise_grid_at", "noise_points"]
 
 _M1 = np.uint64(0x9E3779B97F4A7C15)
 _M2 = np.uint64(0xC2B2AE3D27D4EB4F)
@@ -99,18 +99,18 @@ def noise_points(u: np.ndarray, v: np.ndarray, key: int) -> np.ndarray:
     fv = (v - iv).astype(np.float32)
     su = fu * fu * (3 - 2 * fu)
     sv = fv * fv * (3 - 2 * fv)
-    iu = iu.astype(np.int64)
-    iv = iv.astype(np.int64)
     u0, u1 = int(iu.min()), int(iu.max()) + 1
     v0, v1 = int(iv.min()), int(iv.max()) + 1
     gu, gv = np.meshgrid(np.arange(u0, u1 + 1), np.arange(v0, v1 + 1), indexing="ij")
-    table = hash_uniform(gu, gv, key).astype(np.float32)
-    iu -= u0
-    iv -= v0
-    v00 = table[iu, iv]
-    v10 = table[iu + 1, iv]
-    v01 = table[iu, iv + 1]
-    v11 = table[iu + 1, iv + 1]
+    table = hash_uniform(gu, gv, key).astype(np.float32).ravel()
+    stride = v1 - v0 + 1
+    # flat indices into the table: one gather per corner
+    idx = (iu - u0).astype(np.int64) * stride + (iv - v0).astype(np.int64)
+    v00 = np.take(table, idx)
+    v01 = np.take(table, idx + 1)
+    idx += stride
+    v10 = np.take(table, idx)
+    v11 = np.take(table, idx + 1)
     a = v00 + (v10 - v00) * su
     b = v01 + (v11 - v01) * su
     return ((a + (b - a) * sv) * 2.0 - 1.0) * np.float32(2.2)
@@ -143,3 +143,20 @@ def noise_at(u: float, v: float, key: int) -> float:
     a = v00 + (v10 - v00) * su
     b = v01 + (v11 - v01) * su
     return ((a + (b - a) * sv) * 2.0 - 1.0) * 2.2
+
+
+def noise_grid_at(x_um: float, y_um: float, scale_um: float, key: int) -> float:
+    """``noise_grid`` at one slide point, in plain Python (for per-chunk decisions)."""
+    gx, gy = x_um / scale_um, y_um / scale_um
+    bx, by = math.floor(gx), math.floor(gy)
+    tx, ty = gx - bx, gy - by
+
+    def taps(t: float) -> tuple[float, float, float, float]:
+        return ((1 - t) ** 3 / 6, (3 * t**3 - 6 * t**2 + 4) / 6, (-3 * t**3 + 3 * t**2 + 3 * t + 1) / 6, t**3 / 6)
+
+    wx, wy = taps(tx), taps(ty)
+    total = 0.0
+    for j in range(4):
+        for i in range(4):
+            total += wy[j] * wx[i] * (_hash_scalar(bx - 1 + i, by - 1 + j, key) * 2.0 - 1.0)
+    return total / _BSPLINE_STD

@@ -8,7 +8,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from drivers.simulated.procedural import chunk_rng, noise_at, noise_grid, noise_points
+from drivers.simulated.procedural import chunk_rng, noise_at, noise_grid, noise_grid_at, noise_points
 from drivers.simulated.shapes import (
     EOSIN_OD,
     HAEMATOXYLIN_OD,
@@ -90,8 +90,9 @@ def _fibre_weights(seed: int, x_um: np.ndarray, y_um: np.ndarray) -> list[np.nda
 
 def _fibre_angle(seed: int, x_um: float, y_um: float) -> float:
     """The dominant fibre direction at a slide point (spindle nuclei line up with it)."""
-    weights = _fibre_weights(seed, np.array([x_um]), np.array([y_um]))
-    k = int(np.argmax([float(wt[0, 0]) for wt in weights]))
+    key = KIND_KEYS["tissue"]
+    logits = [noise_grid_at(x_um, y_um, _FIBRE_FAMILY_SCALE_UM, seed * 97 + key + k) for k in range(_FIBRE_FAMILIES)]
+    k = int(np.argmax(logits))  # the family with the largest weight
     return _fibre_base_angle(seed) + k * np.pi / _FIBRE_FAMILIES
 
 
@@ -174,7 +175,9 @@ def render_tissue(grid: Grid, seed: int) -> SpecimenMaps:
         c, s = math.cos(theta + n_fam * np.pi / _FIBRE_FAMILIES), math.sin(theta + n_fam * np.pi / _FIBRE_FAMILIES)
         u = (X * c + Y * s) / 9.0
         v = (-X * s + Y * c + warp) / 1.3
-        fib += noise_points(u, v, seed * 47 + key + n_fam) * weight
+        # bundles plus a finer fibrillar octave (detail a 40x objective resolves)
+        fine = noise_points(u * 3.0, v * 3.0, seed * 47 + key + 10 + n_fam)
+        fib += (noise_points(u, v, seed * 47 + key + n_fam) + 0.45 * fine) * weight
     coarse = noise_grid(grid.x, grid.y, 30.0, seed * 53 + key)
     density = np.clip(0.5 + 0.35 * fib, 0.0, 1.0)  # fibre bundles vs pale gaps between them
     eosin = (np.float32(0.06) + np.float32(0.18) * density) * (1.0 + 0.25 * coarse)
