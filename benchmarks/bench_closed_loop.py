@@ -286,7 +286,7 @@ def main() -> int:
             )
     ax.axhspan(-TARGET_UM, TARGET_UM, color="0.9", zorder=0, label="+-0.3 um")
     ax.set_xlabel("starting true defocus (um)")
-    ax.set_ylabel("residual true defocus (um)")
+    ax.set_ylabel("residual true defocus (um; axis clipped at +-3)")
     ax.set_ylim(-3, 3)
     ax.set_title("closed-loop autofocus on the simulator, 20x/0.75")
     ax.legend(fontsize=7, loc="upper left")
