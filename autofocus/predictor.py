@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import os
 import tempfile
@@ -52,6 +53,8 @@ from models.errors import ModelInputError
 from models.tiles import blank_mask, extract_tiles, tile_grid, to_unit_float
 
 __all__ = ["AGGREGATES", "RUNTIMES", "Prediction", "Predictor", "aggregate_estimates", "compute_confidence"]
+
+log = logging.getLogger(__name__)
 
 AGGREGATES = ("mean", "median", "trimmed")
 RUNTIMES = ("torch", "onnx")
@@ -207,6 +210,23 @@ def onnx_cache_dir() -> Path:
     return Path(base) if base else Path(tempfile.gettempdir()) / "ldse-autofocus-onnx"
 
 
+def onnx_cache_path(cache: Path, ckpt_path: Path, model: Any) -> Path:
+    """Cache file for a checkpoint's ONNX export, keyed by the checkpoint's bytes *and* the model's code.
+
+    The same weights can mean another function after a code change (e.g. a constant in the
+    network's head), so the key hashes the source of the model's module and of the exporter too.
+    """
+    import inspect
+
+    import models.export
+
+    digest = hashlib.sha256(_file_sha256(ckpt_path).encode())
+    for module in (inspect.getmodule(type(model)), models.export):
+        if module is not None:
+            digest.update(inspect.getsource(module).encode())
+    return cache / f"{ckpt_path.stem}-{digest.hexdigest()[:16]}.onnx"
+
+
 def _read_onnx_meta(onnx_path: Path) -> dict[str, Any]:
     import onnx
 
@@ -280,7 +300,9 @@ class Predictor:
 
         For ``runtime="onnx"`` and a ``.pt`` checkpoint, the ONNX file is exported once with
         ``models.export.export_onnx`` and cached under ``cache_dir`` (default
-        ``onnx_cache_dir()``), keyed by the checkpoint's SHA-256.
+        ``onnx_cache_dir()``), keyed by the checkpoint's SHA-256 and the model code
+        (``onnx_cache_path``); a cached file is checked against torch on load and exported
+        again if it disagrees.
         """
         from models.checkpoint import bundled_checkpoint_path, load_checkpoint
 
@@ -308,11 +330,17 @@ class Predictor:
         meta = dict(ckpt.meta)
         if runtime == "torch":
             return cls(_TorchRuntime(ckpt.model, threads), meta, source=str(ckpt_path), **tuning)
-        from models.export import export_onnx
+        from models.export import ExportError, export_onnx, verify_onnx
 
         cache = Path(cache_dir) if cache_dir is not None else onnx_cache_dir()
         cache.mkdir(parents=True, exist_ok=True)
-        onnx_path = cache / f"{ckpt_path.stem}-{_file_sha256(ckpt_path)[:16]}.onnx"
+        onnx_path = onnx_cache_path(cache, ckpt_path, ckpt.model)
+        if onnx_path.is_file():
+            try:  # a cache entry that disagrees with torch (stale or corrupt) is exported again
+                verify_onnx(ckpt, onnx_path, batch_sizes=(1,))
+            except (ExportError, OSError, ValueError, RuntimeError) as exc:
+                log.warning("cached ONNX %s disagrees with the checkpoint (%s); exporting again", onnx_path, exc)
+                onnx_path.unlink()
         if not onnx_path.is_file():
             tmp = onnx_path.with_name(f"{onnx_path.stem}.{os.getpid()}.tmp.onnx")
             export_onnx(ckpt, tmp)

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import onnx
+import onnx.numpy_helper
 import pytest
 import torch
 from scipy import stats
@@ -214,6 +216,18 @@ def test_onnx_export_cached_and_equal_to_torch(predictor: Predictor, tmp_path: P
     mtime = cached[0].stat().st_mtime_ns
     again = Predictor.from_checkpoint(None, runtime="onnx", threads=1, cache_dir=tmp_path)  # reuses the cache
     assert cached[0].stat().st_mtime_ns == mtime and again.runtime == "onnx"
+
+    # a stale cache entry (here: the output shifted by 1 um) is detected and exported again
+    tampered = onnx.load(str(cached[0]))
+    out_name = tampered.graph.output[0].name
+    for node in tampered.graph.node:
+        node.output[:] = [f"{o}_pre" if o == out_name else o for o in node.output]
+    tampered.graph.initializer.append(onnx.numpy_helper.from_array(np.array(1.0, np.float32), "one_um"))
+    tampered.graph.node.append(onnx.helper.make_node("Add", [f"{out_name}_pre", "one_um"], [out_name]))
+    onnx.save(tampered, str(cached[0]))
+    stale = Predictor.from_checkpoint(None, runtime="onnx", threads=1, cache_dir=tmp_path)
+    probe = busy_image(224, 224, seed=8)
+    assert stale.predict(probe).defocus_um == pytest.approx(predictor.predict(probe).defocus_um, abs=1e-3)
 
     frame = busy_image(448, 672, seed=5)
     frame[:224, :224] = 90
