@@ -24,7 +24,7 @@ import math
 import os
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -170,6 +170,9 @@ def train(
                 mean, std = channel_statistics(train_set, NORM_SAMPLE, seed=cfg.seed)
                 model_config.update(mean=mean, std=std)
             model = build_model(model_name, **model_config)
+            # record every constructor argument, defaults included, so a later change of a default
+            # cannot silently change the architecture a checkpoint is rebuilt with
+            model_config = {**allowed_config(model_name), **model_config}
         model.to(device)
         say(
             f"training {model_name} ({count_parameters(model):,} parameters) on {device}"
@@ -463,14 +466,42 @@ def patch_datasets(
         "data": {
             "train": train_set.summary(),
             "test": test_set.summary(),
-            "sources": [
-                {k: d.summary()[k] for k in ("path", "dataset_id", "stacks", "planes", "bit_depth", "source")}
-                for d in train_set.datasets
-            ],
+            "sources": summarize_sources(train_set.datasets),
         },
         "metrics": {},
     }
     return train_set, test_set, meta
+
+
+def summarize_sources(datasets: Sequence[Any]) -> dict[str, Any]:
+    """A compact description of the source datasets for the checkpoint meta (which must stay KB-sized).
+
+    Counts, folders, and for each setting in the manifests' ``source`` (flattened one level, e.g.
+    ``synth.condenser_na``) its range (numbers) or its distinct values (anything else).
+    """
+    values: dict[str, list[Any]] = {}
+    for d in datasets:
+        for key, value in d.source.items():
+            items = value.items() if isinstance(value, dict) else [("", value)]
+            for sub, v in items:
+                if isinstance(v, dict | list):
+                    continue
+                values.setdefault(f"{key}.{sub}" if sub else key, []).append(v)
+    settings: dict[str, Any] = {}
+    for key, vs in sorted(values.items()):
+        numbers = [v for v in vs if isinstance(v, int | float) and not isinstance(v, bool)]
+        if numbers and len(numbers) == len(vs):
+            settings[key] = [min(numbers), max(numbers)]
+        else:
+            distinct = sorted({json.dumps(v) for v in vs})
+            settings[key] = [json.loads(v) for v in distinct[:12]] + (["..."] if len(distinct) > 12 else [])
+    return {
+        "datasets": len(datasets),
+        "folders": sorted({str(Path(d.path).parent) for d in datasets}),
+        "stacks": sum(len(d.stacks) for d in datasets),
+        "planes": sum(len(d.planes) for d in datasets),
+        "settings": settings,
+    }
 
 
 def count_parameters(model: nn.Module) -> int:

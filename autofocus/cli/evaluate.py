@@ -24,6 +24,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--cache-dir", default=None, help="keep decoded tiles as .npy here")
     parser.add_argument("--allow-mixed-z-reference", action="store_true")
+    parser.add_argument(
+        "--write-checkpoint",
+        default=None,
+        metavar="PATH",
+        help="also save a copy of the checkpoint (no optimiser state) with these metrics in meta['heldout']",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -62,6 +68,12 @@ def run(args: argparse.Namespace) -> int:
     }
     report = evaluate_model(ckpt.model, dataset, args.out, batch_size=args.batch_size, extra=extra)
     print(format_report(report))
+    if args.write_checkpoint:
+        from models.checkpoint import save_checkpoint
+
+        ckpt.meta = {**ckpt.meta, "heldout": {k: v for k, v in report.items() if k not in ("title",)}}
+        save_checkpoint(ckpt, args.write_checkpoint, with_train_state=False)
+        print(f"wrote {args.write_checkpoint} with the held-out metrics in its meta")
     print(f"wrote {args.out}/metrics.json and error_vs_defocus.png")
     print(json.dumps({k: report[k] for k in ("n", "mae_um", "median_abs_error_um", "rmse_um", "sign_accuracy")}))
     return 0

@@ -16,7 +16,10 @@ autofocus train data/synth-train --out runs/bundled --epochs 40 --steps-per-epoc
     --lr-gamma 0.3 --patience 10 --max-wall-min 47 --threads "$THREADS" --workers 1 --cache-dir data/cache --seed 0
 
 # 3. Accuracy on the held-out slides, then ship: checkpoint + ONNX (verified against torch).
+#    The shipped checkpoint is model.pt plus the held-out metrics in meta["heldout"].
 autofocus evaluate data/synth-test --checkpoint runs/bundled/model.pt --out runs/bundled/heldout \
-    --threads "$THREADS" --cache-dir data/cache
-cp runs/bundled/model.pt models/weights/ldsenet.pt
+    --threads "$THREADS" --cache-dir data/cache --write-checkpoint models/weights/ldsenet.pt
 autofocus export models/weights/ldsenet.pt --out models/weights/ldsenet.onnx
+cp runs/bundled/loss_curve.png models/weights/loss_curve.png
+cp runs/bundled/heldout/error_vs_defocus.png models/weights/heldout_error_vs_defocus.png
+cp runs/bundled/heldout/metrics.json models/weights/heldout_metrics.json
