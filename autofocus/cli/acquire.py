@@ -17,23 +17,15 @@ import json
 from pathlib import Path
 from typing import Any
 
+from autofocus.cli.hardware_options import add_hardware_arguments
+
 HELP = "record a defocus z-stack dataset (-10..+10 um at a grid of XY positions) on the configured microscope"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from autofocus.cli.check import _setting
-
     parser.add_argument("out", type=Path, help="dataset folder to create (or continue with --resume)")
     hw = parser.add_argument_group("hardware")
-    hw.add_argument("--config", type=Path, default=None, help="TOML file with hardware settings (flat names)")
-    hw.add_argument(
-        "--hw",
-        type=_setting,
-        action="append",
-        default=[],
-        metavar="NAME=VALUE",
-        help="a hardware setting (autofocus.hardware.HardwareConfig field), wins over --config",
-    )
+    add_hardware_arguments(hw, "a hardware setting (autofocus.hardware.HardwareConfig field), wins over --config")
     hw.add_argument(
         "--simulated",
         action="store_true",
@@ -79,7 +71,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from autofocus.acquire import AcquisitionPlan, acquire_dataset, default_z_offsets, grid_positions
-    from autofocus.cli.check import load_settings
+    from autofocus.cli.hardware_options import load_settings
     from autofocus.hardware import config_from_mapping, open_hardware
     from drivers.errors import ConfigurationError
 

@@ -14,62 +14,24 @@ import argparse
 import json
 import math
 import time
-import tomllib
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
+
+from autofocus.cli.hardware_options import add_hardware_arguments, load_settings
 
 HELP = "commission a microscope: open camera and focus stage, snap, move Z a step and back, report what works"
 
 
-def _setting(text: str) -> tuple[str, Any]:
-    """``NAME=VALUE``; VALUE as JSON when it parses (numbers, true/false, [lo, hi]), else as text.
-
-    The same form as ``autofocus focus --hw``.
-    """
-    if "=" not in text:
-        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
-    name, raw = text.split("=", 1)
-    try:
-        value: Any = json.loads(raw)
-    except json.JSONDecodeError:
-        value = raw
-    return name.strip(), value
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", type=Path, default=None, help="TOML file with hardware settings (flat names)")
-    parser.add_argument(
-        "--hw",
-        type=_setting,
-        action="append",
-        default=[],
-        metavar="NAME=VALUE",
-        help="a hardware setting (autofocus.hardware.HardwareConfig field), wins over --config; e.g. "
+    add_hardware_arguments(
+        parser,
+        "a hardware setting (autofocus.hardware.HardwareConfig field), wins over --config; e.g. "
         "--hw stage=asi --hw serial_port=/dev/ttyUSB0 --hw 'stage_limits_um=[-300,300]'",
     )
     parser.add_argument("--step-um", type=float, default=2.0, help="Z step for the move test (um; default 2)")
     parser.add_argument("--tolerance-um", type=float, default=0.5, help="allowed read-back error (um; default 0.5)")
     parser.add_argument("--no-move", action="store_true", help="do not move the focus stage")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
-
-
-def load_settings(config_file: Path | None, overrides: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
-    """Merge the TOML file and the command-line values; return (hardware settings, ignored names)."""
-    from autofocus.hardware import HardwareConfig
-
-    values: dict[str, Any] = {}
-    ignored: list[str] = []
-    if config_file is not None:
-        with config_file.open("rb") as fh:
-            data = tomllib.load(fh)
-        for name, value in data.items():
-            if name in HardwareConfig.model_fields:
-                values[name] = value
-            else:
-                ignored.append(name)
-    values.update(overrides)
-    return values, sorted(ignored)
 
 
 class _Report:

@@ -7,26 +7,16 @@ import json
 from pathlib import Path
 from typing import Any
 
+from autofocus.cli.hardware_options import parse_setting
+
 HELP = "run one autofocus routine (oneshot, hybrid, zscan) on a camera and focus stage"
-
-
-def _setting(text: str) -> tuple[str, Any]:
-    """Parse ``NAME=VALUE`` (VALUE as JSON when it parses, else as a string)."""
-    if "=" not in text:
-        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
-    name, raw = text.split("=", 1)
-    try:
-        value: Any = json.loads(raw)
-    except json.JSONDecodeError:
-        value = raw
-    return name.strip(), value
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--routine", choices=("oneshot", "hybrid", "zscan"), default="oneshot")
     parser.add_argument(
         "--hw",
-        type=_setting,
+        type=parse_setting,
         action="append",
         default=[],
         metavar="NAME=VALUE",
