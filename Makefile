@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench lint browser clean
+.PHONY: run test bench model lint browser clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,10 @@ test: $(STAMP) browser
 
 bench: $(STAMP)
 	@set -e; for f in benchmarks/bench_*.py; do echo "== $$f"; $(BIN)/python $$f; done
+
+# Reproduce the bundled model from scratch (synthetic data, training, held-out evaluation, ONNX).
+model: $(STAMP)
+	PATH="$(CURDIR)/$(BIN):$$PATH" bash models/weights/train_bundled.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
