@@ -7,21 +7,17 @@ import json
 from pathlib import Path
 from typing import Any
 
-from autofocus.cli.hardware_options import parse_setting
+from autofocus.cli.hardware_options import add_hardware_arguments, load_settings
 
 HELP = "run one autofocus routine (oneshot, hybrid, zscan) on a camera and focus stage"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--routine", choices=("oneshot", "hybrid", "zscan"), default="oneshot")
-    parser.add_argument(
-        "--hw",
-        type=parse_setting,
-        action="append",
-        default=[],
-        metavar="NAME=VALUE",
-        help="a hardware setting (autofocus.hardware.HardwareConfig field), e.g. --hw sim_specimen=tissue; "
-        "default: the simulated microscope",
+    add_hardware_arguments(
+        parser,
+        "a hardware setting (autofocus.hardware.HardwareConfig field), wins over --config, e.g. "
+        "--hw sim_specimen=tissue; default: the simulated microscope",
     )
     parser.add_argument(
         "--sim-start-defocus-um",
@@ -60,7 +56,8 @@ def run(args: argparse.Namespace) -> int:
         from autofocus.predictor import Predictor
 
         predictor = Predictor.from_checkpoint(args.model, runtime=args.runtime, threads=args.threads)
-    config = config_from_mapping(dict(args.hw))
+    values, _ignored = load_settings(args.config, dict(args.hw))
+    config = config_from_mapping(values)
     with open_hardware(config) as hw:
         scope = hw.simulator
         if args.sim_start_defocus_um is not None:
