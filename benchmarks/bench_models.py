@@ -34,9 +34,9 @@ THREADS = 2
 BATCH = 50
 FRAME_PATCHES = 88  # 11 x 8 tiles of a 2592 x 1944 frame
 EPOCH_PATCHES = 117_000  # ~130,000 public-dataset patches, 9:1 train/test
-TRAIN_STEPS = {"ldsenet": 6, "resnet50": 2, "botnet": 2}
-REPEATS_SINGLE = {"ldsenet": 30, "resnet50": 10, "botnet": 10}
-REPEATS_FRAME = {"ldsenet": 5, "resnet50": 2, "botnet": 2}
+TRAIN_STEPS = {"ldsenet": 5, "resnet50": 1, "botnet": 1}
+REPEATS_SINGLE = {"ldsenet": 20, "resnet50": 5, "botnet": 5}
+REPEATS_FRAME = {"ldsenet": 3, "resnet50": 1, "botnet": 1}
 META = {
     "patch_size": 224,
     "z_range_um": [-10.0, 10.0],
