@@ -2,11 +2,14 @@
 
 The page is served by a real uvicorn server on the simulated microscope. The test drives it
 like an operator: live view, API key, Go to / Up, Z-scan autofocus (the trace updates, the
-simulated truth ends near 0), STOP; it saves docs/img/web_page.png and checks a tablet layout.
+simulated truth ends near 0), STOP; it saves a screenshot (to $AUTOFOCUS_SCREENSHOT, e.g.
+docs/img/web_page.png for the README, else to the temp folder) and checks a tablet layout.
 """
 
 from __future__ import annotations
 
+import os
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,7 +34,7 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 KEY = "page-key-0123456789"
-SCREENSHOT = Path(__file__).resolve().parent.parent / "docs" / "img" / "web_page.png"
+SCREENSHOT = Path(os.environ.get("AUTOFOCUS_SCREENSHOT", Path(tempfile.gettempdir()) / "autofocus_web_page.png"))
 
 pytestmark = [
     pytest.mark.browser,
