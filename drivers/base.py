@@ -292,7 +292,7 @@ class FocusStage(Device):
     def stop(self) -> None:
         """Halt any motion now. Never waits behind a lock held by a move."""
         self._require_open()
-        self.log.info("stop")
+        self.log.warning("stop")
         self._do_stop()
 
     def wait_until_idle(self, timeout_s: float) -> None:
