@@ -343,8 +343,11 @@ def _oneshot(run: _Run) -> None:
     )
 
 
-def _zscan(run: _Run, range_um: float, tolerance_um: float) -> None:
-    """Bounded Brent maximisation of the measure over ``z0 +- range/2`` (OughtaFocus)."""
+def _zscan(run: _Run, range_um: float, tolerance_um: float) -> bool:
+    """Bounded Brent maximisation of the measure over ``z0 +- range/2`` (OughtaFocus).
+
+    Returns True when the sharpest point lies at an edge of the range (focus may lie beyond it).
+    """
     from scipy.optimize import minimize_scalar
 
     o = run.options
@@ -416,6 +419,22 @@ def _zscan(run: _Run, range_um: float, tolerance_um: float) -> None:
     else:
         run.record.outcome = "converged" if not budget_note else "not_converged"
         run.record.message = f"best {o.measure} {best_score:.4g} at z={best_z:.3f} um{budget_note}"
+    return at_edge
+
+
+def _local_scan(run: _Run) -> None:
+    """The hybrid's short scan (``hybrid_range_um``) around the current position.
+
+    A peak at an edge of the range re-centres the scan there and scans again, until the scans have
+    covered ``search_range_um`` around the start: a wrong-but-confident-looking first move, or a
+    refused one, still ends in focus.
+    """
+    o = run.options
+    z_start = run.stage.z_um
+    at_edge = _zscan(run, o.hybrid_range_um, o.hybrid_tolerance_um)
+    while at_edge and abs(run.stage.z_um - z_start) + o.hybrid_range_um / 2.0 <= o.search_range_um / 2.0:
+        run.cancel.raise_if_cancelled()
+        at_edge = _zscan(run, o.hybrid_range_um, o.hybrid_tolerance_um)
 
 
 def _hybrid(run: _Run) -> None:
@@ -427,7 +446,7 @@ def _hybrid(run: _Run) -> None:
     except _RefusedError as exc:
         if exc.kind != "low_confidence":
             raise
-        _zscan(run, o.hybrid_range_um, o.hybrid_tolerance_um)
+        _local_scan(run)
         run.record.message = f"one-shot not confident ({exc.message}); local scan: {run.record.message}"
         return
     if abs(pred.defocus_um) >= o.min_move_um:
@@ -442,7 +461,7 @@ def _hybrid(run: _Run) -> None:
     except _RefusedError as exc:
         if exc.kind != "low_confidence":
             raise
-        _zscan(run, o.hybrid_range_um, o.hybrid_tolerance_um)
+        _local_scan(run)
         run.record.message = f"verify not confident ({exc.message}); local scan: {run.record.message}"
         return
     if abs(check.defocus_um) >= o.min_move_um:

@@ -6,18 +6,13 @@ from typing import Any
 
 import numpy as np
 import pytest
+from model_quality import expect_failure_below_target
 
 from autofocus.cancel import CancelToken
 from autofocus.focuslock import FocusLock, FocusLockOptions
 from autofocus.predictor import Predictor
 from drivers.errors import ConnectionLostError
 from drivers.simulated import DriftModel, SimulatedMicroscope
-from models.checkpoint import load_checkpoint
-
-
-def untrained_reason() -> str | None:
-    status = str(load_checkpoint().meta.get("status", ""))
-    return f"bundled checkpoint is a placeholder: {status}" if "untrained" in status else None
 
 
 def make_scope(**kwargs: Any) -> SimulatedMicroscope:
@@ -141,10 +136,8 @@ def test_a_device_error_stops_stage_and_lock_and_is_raised(predictor: Predictor)
 
 
 @pytest.mark.slow
-def test_lock_follows_an_injected_drift(predictor: Predictor) -> None:
-    reason = untrained_reason()
-    if reason:
-        pytest.skip(reason)
+def test_lock_follows_an_injected_drift(predictor: Predictor, request: pytest.FixtureRequest) -> None:
+    expect_failure_below_target(request)
     drift = DriftModel(rate_um_per_min=1.0, oscillation_um=0.5, oscillation_period_s=600.0)
     scope = make_scope(seed=21, specimen="cells", frame_shape=(672, 672), drift=drift)
     lock = make_lock(scope, predictor, interval_s=30.0, dead_band_um=0.1, max_correction_um=3.0)
