@@ -437,17 +437,24 @@ def _local_scan(run: _Run) -> None:
         at_edge = _zscan(run, o.hybrid_range_um, o.hybrid_tolerance_um)
 
 
-def _hybrid(run: _Run) -> None:
-    """One-shot; a local z-scan only when the estimate is not confident (blank frames: refused)."""
-    o = run.options
-    pred = run.predict()
+def _reliable_or_local_scan(run: _Run, pred: Any, label: str) -> bool:
+    """True if ``pred`` can be trusted; else run the local scan instead (its record says why), False."""
     try:
         run.check_reliable(pred)
     except _RefusedError as exc:
         if exc.kind != "low_confidence":
             raise
         _local_scan(run)
-        run.record.message = f"one-shot not confident ({exc.message}); local scan: {run.record.message}"
+        run.record.message = f"{label} not confident ({exc.message}); local scan: {run.record.message}"
+        return False
+    return True
+
+
+def _hybrid(run: _Run) -> None:
+    """One-shot; a local z-scan only when the estimate is not confident (blank frames: refused)."""
+    o = run.options
+    pred = run.predict()
+    if not _reliable_or_local_scan(run, pred, "one-shot"):
         return
     if abs(pred.defocus_um) >= o.min_move_um:
         run.correct(pred.defocus_um, "one-shot correction")
@@ -456,13 +463,7 @@ def _hybrid(run: _Run) -> None:
         run.record.message = f"moved by the estimate {pred.defocus_um:+.3f} um (not verified)"
         return
     check = run.predict()
-    try:
-        run.check_reliable(check)
-    except _RefusedError as exc:
-        if exc.kind != "low_confidence":
-            raise
-        _local_scan(run)
-        run.record.message = f"verify not confident ({exc.message}); local scan: {run.record.message}"
+    if not _reliable_or_local_scan(run, check, "verify"):
         return
     if abs(check.defocus_um) >= o.min_move_um:
         run.correct(check.defocus_um, "verify correction")
