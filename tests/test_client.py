@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 from model_quality import expect_failure_below_target
+from service_settings import make_test_settings
 
 from service.app import create_app
 from service.client import ApiError, AutofocusClient
-from service.settings import load_settings
 from service.testing import serve_in_thread
 
 KEY = "client-key-0123456789"
@@ -20,17 +20,7 @@ ZSCAN_OPTIONS = {"search_range_um": 16, "coarse_step_um": 2.0, "measure": "varia
 @pytest.fixture(scope="module")
 def af(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AutofocusClient]:
     tmp = tmp_path_factory.mktemp("client")
-    settings = load_settings(
-        overrides={
-            "sim_frame_width": 448,
-            "sim_frame_height": 448,
-            "api_key": KEY,
-            "runs_db": str(tmp / "runs.sqlite3"),
-            "data_root": str(tmp / "data"),
-            "predictor_threads": 1,
-        },
-        environ={},
-    )
+    settings = make_test_settings(tmp, KEY)
     with serve_in_thread(create_app(settings)) as url, AutofocusClient(url, api_key=KEY) as client:
         yield client
 

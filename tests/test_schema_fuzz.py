@@ -16,9 +16,10 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis import checks
+from service_settings import make_test_settings
 
 from service.app import create_app
-from service.settings import Settings, load_settings
+from service.settings import Settings
 from service.testing import serve_in_thread
 
 KEY = "fuzz-key-0123456789"
@@ -27,18 +28,8 @@ pytestmark = pytest.mark.slow
 
 
 def fuzz_settings(tmp: Path) -> Settings:
-    return load_settings(
-        overrides={
-            "sim_frame_width": 224,
-            "sim_frame_height": 224,
-            "api_key": KEY,
-            "runs_db": str(tmp / "runs.sqlite3"),
-            "data_root": str(tmp / "data"),
-            "predictor_threads": 1,
-            "stream_max_s": 0.5,
-            "upload_limit_bytes": 200_000,
-        },
-        environ={},
+    return make_test_settings(
+        tmp, KEY, sim_frame_width=224, sim_frame_height=224, stream_max_s=0.5, upload_limit_bytes=200_000
     )
 
 

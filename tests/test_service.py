@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from service_settings import make_test_settings
 
 from service.app import create_app
 from service.settings import Settings, load_settings
@@ -27,17 +28,7 @@ ZSCAN_OPTIONS = {"search_range_um": 16, "coarse_step_um": 2.0, "measure": "varia
 
 
 def make_settings(tmp: Path, **overrides: Any) -> Settings:
-    values: dict[str, Any] = {
-        "sim_frame_width": 448,
-        "sim_frame_height": 448,
-        "api_key": KEY,
-        "runs_db": str(tmp / "runs.sqlite3"),
-        "data_root": str(tmp / "datasets"),
-        "predictor_threads": 1,
-        "stream_fps": 10,
-    }
-    values.update(overrides)
-    return load_settings(overrides=values, environ={})
+    return make_test_settings(tmp, KEY, **{"data_root": str(tmp / "datasets"), "stream_fps": 10, **overrides})
 
 
 @pytest.fixture(scope="module")

@@ -22,9 +22,10 @@ import cv2
 import httpx
 import numpy as np
 import pytest
+from service_settings import make_test_settings
 
 from service.app import create_app
-from service.settings import Settings, load_settings
+from service.settings import Settings
 from service.testing import serve_in_thread
 
 KEY = "server-key-0123456789"
@@ -33,17 +34,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def make_settings(tmp: Path, **overrides: Any) -> Settings:
-    values: dict[str, Any] = {
-        "sim_frame_width": 448,
-        "sim_frame_height": 448,
-        "api_key": KEY,
-        "runs_db": str(tmp / "runs.sqlite3"),
-        "data_root": str(tmp / "datasets"),
-        "predictor_threads": 1,
-        "stream_fps": 10,
-    }
-    values.update(overrides)
-    return load_settings(overrides=values, environ={})
+    return make_test_settings(tmp, KEY, **{"data_root": str(tmp / "datasets"), "stream_fps": 10, **overrides})
 
 
 @pytest.fixture(scope="module")

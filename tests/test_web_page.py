@@ -17,9 +17,9 @@ from typing import Any
 
 import httpx
 import pytest
+from service_settings import make_test_settings
 
 from service.app import create_app
-from service.settings import load_settings
 from service.testing import serve_in_thread
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -46,18 +46,7 @@ pytestmark = [
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     tmp = tmp_path_factory.mktemp("page")
-    settings = load_settings(
-        overrides={
-            "sim_frame_width": 672,
-            "sim_frame_height": 504,
-            "api_key": KEY,
-            "runs_db": str(tmp / "runs.sqlite3"),
-            "data_root": str(tmp / "data"),
-            "predictor_threads": 1,
-            "stream_fps": 4,
-        },
-        environ={},
-    )
+    settings = make_test_settings(tmp, KEY, sim_frame_width=672, sim_frame_height=504, stream_fps=4)
     with serve_in_thread(create_app(settings)) as url:
         yield url
 
