@@ -26,6 +26,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from machine import cpu_model  # noqa: E402  (benchmarks/machine.py; scripts run from benchmarks/)
+
 from models import build_model  # noqa: E402
 from models.checkpoint import Checkpoint, save_checkpoint  # noqa: E402
 from models.export import INPUT_NAME, OUTPUT_NAME, export_onnx  # noqa: E402
@@ -110,13 +112,7 @@ def bench(name: str, workdir: Path) -> dict[str, object]:
 
 
 def machine() -> dict[str, object]:
-    cpu = platform.processor() or "unknown"
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+    cpu = cpu_model()
     return {
         "cpu": cpu,
         "cores_visible": os.cpu_count(),

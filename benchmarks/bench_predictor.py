@@ -23,6 +23,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from machine import cpu_model  # noqa: E402  (benchmarks/machine.py; scripts run from benchmarks/)
+
 from autofocus.predictor import Predictor  # noqa: E402
 from drivers.simulated import SimulatedMicroscope  # noqa: E402
 from models.checkpoint import load_checkpoint  # noqa: E402
@@ -32,13 +34,7 @@ FRAME_PERIOD_MS = 1000.0 / 14.0
 
 
 def machine(threads: int) -> dict[str, Any]:
-    cpu = platform.processor() or "unknown"
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+    cpu = cpu_model()
     return {
         "cpu": cpu,
         "cores_visible": os.cpu_count(),

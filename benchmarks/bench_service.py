@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from machine import cpu_model  # benchmarks/machine.py (scripts run from benchmarks/)
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -77,14 +78,7 @@ def server_process(settings: dict[str, Any]) -> Iterator[str]:
 
 
 def machine_info() -> dict[str, Any]:
-    cpu = platform.processor() or ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model()
     import torch
 
     return {

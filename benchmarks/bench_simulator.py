@@ -21,20 +21,15 @@ import scipy
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from machine import cpu_model  # benchmarks/machine.py (scripts run from benchmarks/)
+
 from drivers.simulated import OBJECTIVES, SPECIMEN_KINDS, SimulatedMicroscope
 
 RESULTS = Path(__file__).resolve().parent / "results" / "simulator.json"
 
 
 def machine() -> dict[str, object]:
-    cpu = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model()
     return {
         "cpu": cpu,
         "cores": os.cpu_count(),
