@@ -8,7 +8,8 @@ decoded once, tiled with ``tiles.tile_grid``, blank tiles are dropped with ``til
 The train/test split is by field of view: all planes of one stack (one XY position of one
 dataset) fall on the same side, 9:1 by default as in the paper, and deterministic by seed.
 Augmentation (training only) never changes the defocus label: flips, 90-degree rotations,
-brightness and colour gains and Gaussian noise.
+brightness and colour gains and zero-mean noise (uniform, cheaper to draw than Gaussian;
+only its standard deviation matters at this level).
 """
 
 from __future__ import annotations
@@ -69,7 +70,7 @@ class Augmentation:
     rotations: bool = True  # a random multiple of 90 degrees
     brightness: float = 0.15  # gain drawn from 1 +- brightness
     colour: float = 0.07  # per-channel gain drawn from 1 +- colour
-    noise_sigma: float = 0.01  # Gaussian noise, sigma drawn from 0..noise_sigma
+    noise_sigma: float = 0.01  # zero-mean uniform noise, standard deviation drawn from 0..noise_sigma
 
     def apply(self, patch: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """Augment one ``H x W x 3`` float32 patch in [0, 1]; returns a new array in [0, 1]."""
@@ -83,11 +84,13 @@ class Augmentation:
             x = np.rot90(x, k=int(rng.integers(4)))
         gain = np.float32(1.0 + rng.uniform(-self.brightness, self.brightness))
         channel = (1.0 + rng.uniform(-self.colour, self.colour, size=3)).astype(np.float32)
-        x = x * (gain * channel)
+        x = x * (gain * channel)  # a new array: the input patch is never modified
         if self.noise_sigma > 0:
-            sigma = rng.uniform(0.0, self.noise_sigma)
-            x = x + rng.normal(0.0, sigma, size=x.shape).astype(np.float32)
-        return np.clip(x, 0.0, 1.0, out=x if x.flags.writeable else None).astype(np.float32, copy=False)
+            # uniform on [-a, a] has standard deviation a / sqrt(3); 4x faster to draw than normal
+            half_width = np.float32(rng.uniform(0.0, self.noise_sigma) * math.sqrt(3.0))
+            noise = rng.random(size=x.shape, dtype=np.float32)
+            x += (noise - np.float32(0.5)) * (2 * half_width)
+        return np.clip(x, 0.0, 1.0, out=x).astype(np.float32, copy=False)
 
 
 @dataclass

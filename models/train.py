@@ -173,7 +173,8 @@ def train(
             # record every constructor argument, defaults included, so a later change of a default
             # cannot silently change the architecture a checkpoint is rebuilt with
             model_config = {**allowed_config(model_name), **model_config}
-        model.to(device)
+        # channels_last: the convolutions run 1.2-1.6x faster on CPU (measured, docs/models.md)
+        model.to(device, memory_format=torch.channels_last)
         say(
             f"training {model_name} ({count_parameters(model):,} parameters) on {device}"
             f"{f' x{dist_info.world_size} processes' if dist_info.enabled else ''}: "
@@ -345,7 +346,7 @@ def _train_epoch(
         for step, (images, labels) in enumerate(loader):
             if step >= total:
                 break
-            images = images.to(device, non_blocking=True)
+            images = images.to(device, non_blocking=True, memory_format=torch.channels_last)
             labels = torch.as_tensor(labels, dtype=torch.float32).to(device, non_blocking=True)
             loss = nn.functional.mse_loss(net(images), labels)
             optimizer.zero_grad(set_to_none=True)
@@ -371,7 +372,7 @@ def _test_loss(net: nn.Module, loader: DataLoader, device: torch.device, dist_in
     net.eval()
     sums = torch.zeros(2, dtype=torch.float64, device=device)
     for images, labels in loader:
-        pred = net(images.to(device))
+        pred = net(images.to(device, memory_format=torch.channels_last))
         labels = torch.as_tensor(labels, dtype=torch.float32).to(device)
         sums[0] += ((pred - labels) ** 2).double().sum()
         sums[1] += len(labels)

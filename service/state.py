@@ -126,6 +126,7 @@ def open_state(settings: Settings, api_key: str, metrics: Metrics) -> ServiceSta
         runtime=settings.runtime,
         threads=settings.predictor_threads,
         aggregate=settings.predictor_aggregate,
+        max_tiles=settings.predictor_max_tiles,
     )
     hardware = open_hardware(settings.hardware_config())
     try:

@@ -76,6 +76,19 @@ def test_table_output_and_tiles_option(
     assert len(row["tiles"]) == 4 and len(row["region_map"]) == 3
 
 
+def test_max_tiles_option_limits_the_tiles_used(
+    images: dict[str, tuple[Path, np.ndarray]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    png_path, rgb = images["png"]
+    assert main(["predict", "--json", "--max-tiles", "2", "--threads", "1", str(png_path)]) == 0
+    row = json.loads(capsys.readouterr().out)[0]
+    limited = Predictor.from_checkpoint(None, runtime="torch", threads=1, max_tiles=2).predict(rgb)
+    assert row["tiles_used"] == limited.tiles_used == 2
+    assert row["defocus_um"] == pytest.approx(limited.defocus_um, abs=1e-5)
+    assert main(["predict", "--max-tiles", "0", str(png_path)]) == 2
+    assert "max_tiles" in capsys.readouterr().err
+
+
 def test_errors_are_reported_with_exit_code_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["predict", str(tmp_path / "nope.png")]) == 2
     assert "not found" in capsys.readouterr().err

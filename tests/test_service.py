@@ -400,6 +400,13 @@ def test_predict_an_uploaded_image(client: TestClient) -> None:
     assert r16.status_code == 200, r16.text
 
 
+def test_tile_budget_setting_reaches_the_predictor(tmp_path: Path) -> None:
+    with TestClient(create_app(make_settings(tmp_path, predictor_max_tiles=2))) as c:
+        png = c.get("/frame", params={"format": "png"}).content
+        p = c.post("/predict", files={"file": ("frame.png", png, "image/png")}).json()
+    assert p["tiles_total"] == 4 and p["tiles_used"] == 2  # the default field has 4 non-blank tiles
+
+
 def test_predict_refuses_bad_uploads(client: TestClient) -> None:
     garbage = client.post("/predict", files={"file": ("x.png", b"not an image")})
     assert "decoded" in assert_problem(garbage, 422)["detail"]
@@ -488,6 +495,7 @@ def test_settings_from_toml_env_and_overrides(tmp_path: Path, monkeypatch: pytes
     [
         ({"port": 0}, "", "port"),
         ({"runtime": "tensorrt"}, "", "runtime"),
+        ({"predictor_max_tiles": 0}, "", "predictor_max_tiles"),
         ({"stage_limits_um": [5, -5]}, "", "stage_limits_um"),
         ({"camera": "opencv"}, "", "stage"),
         ({"model_path": "/no/such/model.pt"}, "", "model_path"),

@@ -28,6 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", type=Path, default=None, help="checkpoint .pt or .onnx (default: bundled)")
     parser.add_argument("--runtime", choices=("torch", "onnx"), default="torch")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--max-tiles", type=int, default=None, help="non-blank tiles per frame, centre first")
     parser.add_argument("--min-confidence", type=float, default=None, help="refuse below this confidence (0..1)")
     parser.add_argument("--no-verify", action="store_true", help="one-shot/hybrid: skip the verify frame")
     parser.add_argument("--approach", choices=("below", "above", "none"), default=None, help="final approach side")
@@ -55,7 +56,9 @@ def run(args: argparse.Namespace) -> int:
     if args.routine != "zscan":
         from autofocus.predictor import Predictor
 
-        predictor = Predictor.from_checkpoint(args.model, runtime=args.runtime, threads=args.threads)
+        predictor = Predictor.from_checkpoint(
+            args.model, runtime=args.runtime, threads=args.threads, max_tiles=args.max_tiles
+        )
     values, _ignored = load_settings(args.config, dict(args.hw))
     config = config_from_mapping(values)
     with open_hardware(config) as hw:

@@ -20,6 +20,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--aggregate", choices=("mean", "median", "trimmed"), default="mean", help="how tile estimates are combined"
     )
+    parser.add_argument(
+        "--max-tiles", type=int, default=None, help="use at most N non-blank tiles per image, centre first"
+    )
     parser.add_argument("--bit-depth", type=int, default=None, help="significant bits of 16-bit images (default 16)")
     parser.add_argument("--json", action="store_true", help="print a JSON array instead of a table")
     parser.add_argument("--tiles", action="store_true", help="with --json: include every tile and the 3x3 region map")
@@ -62,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     from autofocus.predictor import Predictor
 
     predictor = Predictor.from_checkpoint(
-        args.model, runtime=args.runtime, threads=args.threads, aggregate=args.aggregate
+        args.model, runtime=args.runtime, threads=args.threads, aggregate=args.aggregate, max_tiles=args.max_tiles
     )
     rows: list[dict[str, Any]] = []
     for path in args.images:
