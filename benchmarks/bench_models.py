@@ -64,9 +64,9 @@ def timed(fn: Callable[[], object], repeats: int) -> float:
 
 def train_step_s(name: str) -> float:
     torch.manual_seed(0)
-    model = build_model(name).train()
+    model = build_model(name).train().to(memory_format=torch.channels_last)  # as models/train.py does
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    x = torch.rand(BATCH, 3, 224, 224)
+    x = torch.rand(BATCH, 3, 224, 224).contiguous(memory_format=torch.channels_last)
     y = torch.rand(BATCH) * 20 - 10
 
     def step() -> None:
