@@ -3,7 +3,9 @@
 Metrics (all in um, per patch):
 - ``mae_um``, ``median_abs_error_um``, ``rmse_um``, ``bias_um`` (mean signed error), ``p90_abs_error_um``;
 - ``sign_accuracy``: fraction of patches with |z| >= ``sign_min_um`` (1 um) whose predicted sign is right;
-- ``by_band``: the same errors per |z| band (edges ``BAND_EDGES_UM``; the last band is open-ended).
+- ``by_band``: the same errors per |z| band (edges ``BAND_EDGES_UM``; the last band is open-ended);
+- ``by_group`` (when each patch carries a group label, e.g. the specimen kind of its slide): the
+  overall errors and sign accuracy per group, to see which kind of specimen limits a model.
 """
 
 from __future__ import annotations
@@ -93,6 +95,23 @@ def compute_metrics(
     return out
 
 
+def metrics_by_group(
+    pred_um: np.ndarray, true_um: np.ndarray, groups: Sequence[str], *, sign_min_um: float = SIGN_MIN_UM
+) -> dict[str, dict[str, Any]]:
+    """Overall errors and sign accuracy for each distinct label in ``groups`` (one label per patch)."""
+    pred = np.asarray(pred_um, dtype=np.float64).ravel()
+    true = np.asarray(true_um, dtype=np.float64).ravel()
+    labels = np.asarray(list(groups), dtype=object)
+    if labels.shape != pred.shape or pred.shape != true.shape:
+        raise ValueError(f"need one group label per patch: {labels.size} labels for {pred.size} predictions")
+    out: dict[str, dict[str, Any]] = {}
+    for label in sorted(set(labels.tolist())):
+        sel = labels == label
+        stats = compute_metrics(pred[sel], true[sel], sign_min_um=sign_min_um)
+        out[str(label)] = {k: v for k, v in stats.items() if k not in ("by_band", "sign_min_um")}
+    return out
+
+
 def _error_stats(err: np.ndarray) -> dict[str, float]:
     abs_err = np.abs(err)
     return {
@@ -152,10 +171,16 @@ def evaluate_model(
     batch_size: int = 50,
     device: str | torch.device = "cpu",
     extra: dict[str, Any] | None = None,
+    groups: Sequence[str] | None = None,
 ) -> dict[str, Any]:
-    """Predict the dataset, compute metrics; with ``out_dir`` write metrics.json and error_vs_defocus.png."""
+    """Predict the dataset, compute metrics; with ``out_dir`` write metrics.json and error_vs_defocus.png.
+
+    ``groups`` (one label per item of ``dataset``) adds ``by_group`` to the report.
+    """
     pred, true = predict_dataset(model, dataset, batch_size=batch_size, device=device)
     report = compute_metrics(pred, true)
+    if groups is not None:
+        report["by_group"] = metrics_by_group(pred, true, groups)
     if extra:
         report = {**extra, **report}
     if out_dir is not None:

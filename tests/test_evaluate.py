@@ -12,7 +12,7 @@ import torch
 
 from autofocus.cli import main
 from models.checkpoint import load_checkpoint
-from models.evaluate import compute_metrics, plot_error_vs_defocus
+from models.evaluate import compute_metrics, metrics_by_group, plot_error_vs_defocus
 from models.export import read_onnx_meta
 from models.zstack import ZStackWriter
 
@@ -43,6 +43,34 @@ def test_sign_accuracy_counts_wrong_signs_and_overflow_band() -> None:
     assert m["sign_accuracy"] == pytest.approx(3 / 5)
     over = [b for b in m["by_band"] if b["hi_um"] is None]
     assert len(over) == 1 and over[0]["n"] == 1
+
+
+def test_metrics_by_group_split_the_patches() -> None:
+    true = np.array([-3.0, 3.0, 5.0, -5.0, 2.0])
+    pred = np.array([-2.0, -1.0, 5.5, -4.0, 2.0])
+    groups = ["cells", "tissue", "cells", "tissue", "cells"]
+    by = metrics_by_group(pred, true, groups)
+    assert list(by) == ["cells", "tissue"]
+    assert by["cells"]["n"] == 3 and by["cells"]["mae_um"] == pytest.approx((1.0 + 0.5 + 0.0) / 3)
+    assert by["cells"]["sign_accuracy"] == 1.0
+    assert by["tissue"]["sign_accuracy"] == pytest.approx(0.5)
+    assert by["tissue"]["rmse_um"] == pytest.approx(math.sqrt((16 + 1) / 2))
+    with pytest.raises(ValueError, match="one group label per patch"):
+        metrics_by_group(pred, true, groups[:-1])
+
+
+def test_evaluate_reports_each_specimen_kind_of_synthetic_data(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from autofocus.synth import SynthConfig, synthesize
+
+    data = tmp_path / "synth"
+    synthesize(data, SynthConfig(slides=2, positions=1, z_offsets_um=(-4.0, 4.0), specimens=("cells", "tissue")))
+    assert main(["evaluate", str(data), "--out", str(tmp_path / "eval"), "--threads", "1"]) == 0
+    report = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert set(report["by_group"]) == {"cells", "tissue"}
+    assert sum(g["n"] for g in report["by_group"].values()) == report["n"]
+    assert "specimen" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(
@@ -109,6 +137,7 @@ def test_command_line_train_evaluate_export_finetune(tmp_path: Path, capsys: pyt
     assert main(["evaluate", str(held_out), "--checkpoint", str(run / "model.pt"), "--out", str(report_dir)]) == 0
     report = json.loads((report_dir / "metrics.json").read_text())
     assert report["n"] == 5 and report["model"] == "ldsenet"
+    assert "by_group" not in report  # not synthetic: no specimen kind to group by
     assert (report_dir / "error_vs_defocus.png").is_file()
     assert "sign accuracy" in capsys.readouterr().out
 

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from models.patches import PatchDataset
 
 HELP = "evaluate a checkpoint on z-stacks: MAE/median/RMSE, sign accuracy, error by |z| band, PNG + JSON"
 
@@ -66,7 +70,9 @@ def run(args: argparse.Namespace) -> int:
         "data": dataset.summary(),
         "title": f"{ckpt.name} on {', '.join(objectives)} ({len(dataset)} patches)",
     }
-    report = evaluate_model(ckpt.model, dataset, args.out, batch_size=args.batch_size, extra=extra)
+    report = evaluate_model(
+        ckpt.model, dataset, args.out, batch_size=args.batch_size, extra=extra, groups=specimen_labels(dataset)
+    )
     print(format_report(report))
     if args.write_checkpoint:
         from models.checkpoint import save_checkpoint
@@ -77,6 +83,17 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {args.out}/metrics.json and error_vs_defocus.png")
     print(json.dumps({k: report[k] for k in ("n", "mae_um", "median_abs_error_um", "rmse_um", "sign_accuracy")}))
     return 0
+
+
+def specimen_labels(dataset: PatchDataset) -> list[str] | None:
+    """The specimen kind of each patch (from synthetic datasets' manifests); None if any dataset lacks it."""
+    kinds: dict[str, str] = {}
+    for ds in dataset.datasets:
+        synth = (ds.manifest.get("source") or {}).get("synth") or {}
+        if "specimen" not in synth:
+            return None
+        kinds[ds.dataset_id] = str(synth["specimen"])
+    return [kinds[dataset.field_of_view(i)[0]] for i in range(len(dataset))]
 
 
 def format_report(report: dict) -> str:
@@ -94,4 +111,12 @@ def format_report(report: dict) -> str:
             f"  {b['lo_um']:>5g} - {hi:<5} {b['n']:>7} {b['mae_um']:7.3f} {b['median_abs_error_um']:7.3f} "
             f"{b['rmse_um']:7.3f} {sign:>6}"
         )
+    if report.get("by_group"):
+        lines.append("  specimen           n     MAE  median    RMSE   sign")
+        for name, g in report["by_group"].items():
+            sign = "-" if g["sign_accuracy"] is None else f"{g['sign_accuracy']:.3f}"
+            lines.append(
+                f"  {name:<13} {g['n']:>7} {g['mae_um']:7.3f} {g['median_abs_error_um']:7.3f} "
+                f"{g['rmse_um']:7.3f} {sign:>6}"
+            )
     return "\n".join(lines)
