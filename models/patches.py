@@ -32,7 +32,7 @@ from models.errors import DatasetError
 from models.tiles import TILE_SIZE, blank_mask, extract_tiles, tile_grid, to_unit_float
 from models.zstack import ZStackDataset, common_z_reference, open_datasets
 
-__all__ = ["SPLITS", "Augmentation", "FieldOfView", "PatchDataset", "split_fields_of_view"]
+__all__ = ["SPLITS", "Augmentation", "FieldOfView", "PatchDataset", "dataset_folders", "split_fields_of_view"]
 
 SPLITS = ("train", "test", "all")
 CACHE_VERSION = 2  # bump when the tiling or the discriminant changes
@@ -199,6 +199,15 @@ def _load_source(
     return _Source(ds, np.load(tiles_path, mmap_mode="r"), plane_index, defocus, per_plane)
 
 
+def dataset_folders(paths: Iterable[str | os.PathLike[str]]) -> dict[str, int]:
+    """How many datasets lie in each parent folder: a compact record for checkpoints (not 700 paths)."""
+    counts: dict[str, int] = {}
+    for path in paths:
+        parent = str(Path(path).parent)
+        counts[parent] = counts.get(parent, 0) + 1
+    return dict(sorted(counts.items()))
+
+
 class PatchDataset(Dataset[tuple[torch.Tensor, float]]):
     """Patches of one or more z-stack datasets: ``(3 x 224 x 224 float32 in [0, 1], defocus_um)``.
 
@@ -349,7 +358,8 @@ class PatchDataset(Dataset[tuple[torch.Tensor, float]]):
             "seed": self.seed,
             "test_fraction": self.test_fraction,
             "z_reference": self.z_reference,
-            "datasets": [str(s.dataset.path) for s in self._sources],
+            "datasets": len(self._sources),
+            "dataset_folders": dataset_folders([s.dataset.path for s in self._sources]),
             "fields_of_view": len(self.fields_of_view),
             "patches": len(self),
             "tiles_total": self.tiles_total,

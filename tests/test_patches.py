@@ -162,7 +162,9 @@ def test_z_range_filter_and_mixed_references(tmp_path: Path) -> None:
         PatchDataset([tmp_path / "phys", tmp_path / "sharp"])
     mixed = PatchDataset([tmp_path / "phys", tmp_path / "sharp"], allow_mixed_z_reference=True)
     assert mixed.z_reference.startswith("mixed:")
-    assert mixed.summary()["z_reference"] == mixed.z_reference
+    summary = mixed.summary()
+    assert summary["z_reference"] == mixed.z_reference
+    assert summary["datasets"] == 2 and summary["dataset_folders"] == {str(tmp_path): 2}
 
 
 def test_bad_arguments_and_small_frames(tmp_path: Path) -> None:
