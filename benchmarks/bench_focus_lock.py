@@ -45,6 +45,9 @@ def main() -> int:
     parser.add_argument("--oscillation-period-s", type=float, default=1200.0)
     parser.add_argument("--dead-band-um", type=float, default=0.1)
     parser.add_argument("--max-correction-um", type=float, default=3.0)
+    parser.add_argument(
+        "--gain", type=float, default=FocusLockOptions().gain, help="fraction of each estimate that is corrected"
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -87,7 +90,10 @@ def main() -> int:
             sample()
 
     options = FocusLockOptions(
-        interval_s=args.interval_s, dead_band_um=args.dead_band_um, max_correction_um=args.max_correction_um
+        interval_s=args.interval_s,
+        dead_band_um=args.dead_band_um,
+        max_correction_um=args.max_correction_um,
+        gain=args.gain,
     )
     lock = FocusLock(scope.camera, scope.focus_stage, predictor, options, clock=lambda: scope.time_s, sleep=sleep)
     updates: list[dict[str, Any]] = []

@@ -86,9 +86,9 @@ def test_dead_band_and_rate_limit(predictor: Predictor) -> None:
         z_before = scope.focus_stage.z_um
         update = lock.step()
         estimate = update["defocus_um"]
-        expected = float(np.clip(estimate, -0.01, 0.01))
+        expected = float(np.clip(lock.options.gain * estimate, -0.01, 0.01))
         assert update["correction_um"] == pytest.approx(expected)
-        assert update["rate_limited"] is (abs(estimate) > 0.01)
+        assert update["rate_limited"] is (abs(lock.options.gain * estimate) > 0.01)
         assert scope.focus_stage.z_um == pytest.approx(z_before + scope.focus_stage.direction * expected)
 
 
