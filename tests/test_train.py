@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 from torch.utils.data import Dataset
 
 from models.checkpoint import load_checkpoint
-from models.train import TrainConfig, channel_statistics, train
+from models.train import TrainConfig, TrainResult, channel_statistics, train
 
 TINY = {"growth_rate": 4, "stem_channels": 8, "block_config": [1, 1], "bn_size": 0}
 META = {
@@ -63,20 +64,26 @@ def _cfg(**kw: object) -> TrainConfig:
     return TrainConfig(**base)  # type: ignore[arg-type]
 
 
+def _train_tiny(data: tuple[Dataset, Dataset], out_dir: Path, config: TrainConfig, **extra: Any) -> TrainResult:
+    """``train`` on the tiny textures with the tiny LDSE-NET; ``extra`` are further ``train`` arguments."""
+    train_set, test_set = data
+    args: dict[str, Any] = {
+        "model_name": "ldsenet",
+        "model_config": TINY,
+        "train_set": train_set,
+        "test_set": test_set,
+        "out_dir": out_dir,
+        "meta": META,
+        "progress": False,
+        "echo": lambda _m: None,
+    }
+    return train(**{**args, **extra}, config=config)
+
+
 @pytest.mark.slow
 def test_tiny_training_lowers_loss_and_writes_outputs(data, tmp_path: Path) -> None:
     train_set, test_set = data
-    result = train(
-        model_name="ldsenet",
-        model_config=TINY,
-        train_set=train_set,
-        test_set=test_set,
-        out_dir=tmp_path,
-        meta=META,
-        config=_cfg(),
-        progress=False,
-        echo=lambda _m: None,
-    )
+    result = _train_tiny(data, tmp_path, _cfg())
     losses = [h["train_loss"] for h in result.history]
     assert len(losses) == 6
     assert losses[-1] < 0.5 * losses[0]
@@ -97,68 +104,31 @@ def test_tiny_training_lowers_loss_and_writes_outputs(data, tmp_path: Path) -> N
 
 @pytest.mark.slow
 def test_resume_continues_from_saved_epoch(data, tmp_path: Path) -> None:
-    train_set, test_set = data
-    common = {
-        "model_name": "ldsenet",
-        "model_config": TINY,
-        "train_set": train_set,
-        "test_set": test_set,
-        "out_dir": tmp_path,
-        "meta": META,
-        "progress": False,
-        "echo": lambda _m: None,
-    }
-    train(**common, config=_cfg(max_epochs=2))
+    _train_tiny(data, tmp_path, _cfg(max_epochs=2))
     assert load_checkpoint(tmp_path / "last.pt").train_state["epoch"] == 2
     messages: list[str] = []
-    result = train(**{**common, "echo": messages.append}, config=_cfg(max_epochs=3), resume=True)
+    result = _train_tiny(data, tmp_path, _cfg(max_epochs=3), echo=messages.append, resume=True)
     assert [h["epoch"] for h in result.history] == [1, 2, 3]
     assert any("after epoch 2" in m for m in messages)
     assert load_checkpoint(tmp_path / "last.pt").train_state["epoch"] == 3
 
 
 def test_resume_without_checkpoint_is_a_clear_error(data, tmp_path: Path) -> None:
-    train_set, test_set = data
     with pytest.raises(FileNotFoundError, match="cannot resume"):
-        train(
-            model_name="ldsenet",
-            model_config=TINY,
-            train_set=train_set,
-            test_set=test_set,
-            out_dir=tmp_path,
-            meta=META,
-            config=_cfg(),
-            resume=True,
-            progress=False,
-        )
+        _train_tiny(data, tmp_path, _cfg(), resume=True)
 
 
 @pytest.mark.slow
 def test_finetune_starts_from_checkpoint_weights(data, tmp_path: Path) -> None:
-    train_set, test_set = data
-    first = train(
-        model_name="ldsenet",
-        model_config=TINY,
-        train_set=train_set,
-        test_set=test_set,
-        out_dir=tmp_path / "a",
-        meta=META,
-        config=_cfg(max_epochs=3),
-        progress=False,
-        echo=lambda _m: None,
-    )
+    first = _train_tiny(data, tmp_path / "a", _cfg(max_epochs=3))
     base = load_checkpoint(first.model_path)
-    tuned = train(
-        model_name="ldsenet",
+    tuned = _train_tiny(
+        data,
+        tmp_path / "b",
+        _cfg(max_epochs=1, lr=1e-4),
         model_config={},
-        train_set=train_set,
-        test_set=test_set,
-        out_dir=tmp_path / "b",
         meta={**META, "objective": "other"},
-        config=_cfg(max_epochs=1, lr=1e-4),
         init_from=base,
-        progress=False,
-        echo=lambda _m: None,
     )
     ckpt = load_checkpoint(tuned.model_path)
     assert ckpt.config == base.config  # same architecture and normalisation as the base model
@@ -168,19 +138,8 @@ def test_finetune_starts_from_checkpoint_weights(data, tmp_path: Path) -> None:
 
 
 def test_wall_time_budget_stops_training(data, tmp_path: Path) -> None:
-    train_set, test_set = data
     messages: list[str] = []
-    result = train(
-        model_name="ldsenet",
-        model_config=TINY,
-        train_set=train_set,
-        test_set=test_set,
-        out_dir=tmp_path,
-        meta=META,
-        config=_cfg(max_wall_min=1e-4),
-        progress=False,
-        echo=messages.append,
-    )
+    result = _train_tiny(data, tmp_path, _cfg(max_wall_min=1e-4), echo=messages.append)
     assert result.epochs_run == 1 and result.stopped_early
     assert any("wall-time budget" in m for m in messages)
     assert (tmp_path / "model.pt").is_file()
