@@ -36,6 +36,7 @@ from machine import cpu_model  # benchmarks/machine.py (scripts run from benchma
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from service.client import wait_until_ready  # noqa: E402
 
 KEY = "bench-key-0123456789"
 
@@ -57,16 +58,7 @@ def server_process(settings: dict[str, Any]) -> Iterator[str]:
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 300
-        while True:
-            try:
-                if httpx.get(f"{url}/readyz", timeout=5).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"autofocus serve did not start (exit status {proc.poll()})")
-            time.sleep(0.2)
+        wait_until_ready(url, timeout_s=300, process=proc)
         yield url
     finally:
         proc.send_signal(signal.SIGINT)

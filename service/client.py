@@ -9,11 +9,13 @@
         print(af.predict_file("frame.png")["defocus_um"])
 
 Error responses raise ``ApiError`` carrying the problem+json document (``.problem``,
-``.status``, ``.job_id``).
+``.status``, ``.job_id``). ``wait_until_ready(url)`` waits for a service a script has just
+started.
 """
 
 from __future__ import annotations
 
+import subprocess
 import time
 from pathlib import Path
 from types import TracebackType
@@ -21,9 +23,27 @@ from typing import Any
 
 import httpx
 
-__all__ = ["ApiError", "AutofocusClient"]
+__all__ = ["ApiError", "AutofocusClient", "wait_until_ready"]
 
 TERMINAL = ("succeeded", "failed", "cancelled")
+
+
+def wait_until_ready(
+    base_url: str, timeout_s: float = 60.0, *, process: subprocess.Popen[Any] | None = None, poll_s: float = 0.2
+) -> None:
+    """Poll ``GET /readyz`` until it answers 200; raise if ``process`` (the server) exits or time runs out."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            if httpx.get(f"{base_url.rstrip('/')}/readyz", timeout=5.0).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"the service at {base_url} exited (status {process.poll()}) before it was ready")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the service at {base_url} was not ready within {timeout_s:g} s")
+        time.sleep(poll_s)
 
 
 class ApiError(Exception):

@@ -25,6 +25,7 @@ import pytest
 from service_settings import make_test_settings
 
 from service.app import create_app
+from service.client import wait_until_ready
 from service.settings import Settings
 from service.testing import serve_in_thread
 
@@ -218,16 +219,8 @@ def test_autofocus_serve_command(tmp_path: Path) -> None:
                 key = match.group(1)
                 break
         assert key, "serve did not print the generated API key"
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline and proc.poll() is None, "server did not come up"
-            time.sleep(0.2)
         base = f"http://127.0.0.1:{port}"
+        wait_until_ready(base, timeout_s=90, process=proc)
         assert httpx.post(f"{base}/stage/z", json={"dz_um": 1}).status_code == 401
         moved = httpx.post(f"{base}/stage/z", json={"dz_um": 1}, headers={"X-API-Key": key})
         assert moved.status_code == 200
@@ -256,3 +249,15 @@ def test_autofocus_serve_refuses_a_wrong_setting(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert "stage" in result.stderr and "simulated" in result.stderr  # names the setting, no fall-back
+
+
+def test_wait_until_ready_reports_a_dead_server_and_a_timeout() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{s.getsockname()[1]}"  # nothing listens there
+    exited = subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"])
+    exited.wait()
+    with pytest.raises(RuntimeError, match=r"exited \(status 3\)"):
+        wait_until_ready(url, timeout_s=30, process=exited)
+    with pytest.raises(TimeoutError, match=r"not ready within 0\.3 s"):
+        wait_until_ready(url, timeout_s=0.3, poll_s=0.05)

@@ -97,7 +97,7 @@ def specimen_labels(dataset: PatchDataset) -> list[str] | None:
 
 
 def format_report(report: dict) -> str:
-    """A small text table: overall errors and errors per |z| band."""
+    """A small text table: overall errors, errors per |z| band and, for synthetic data, per specimen."""
     lines = [
         f"patches: {report['n']}   MAE {report['mae_um']:.3f} um   median {report['median_abs_error_um']:.3f} um   "
         f"RMSE {report['rmse_um']:.3f} um   bias {report['bias_um']:+.3f} um",
@@ -106,17 +106,17 @@ def format_report(report: dict) -> str:
     ]
     for b in report["by_band"]:
         hi = "inf" if b["hi_um"] is None else f"{b['hi_um']:g}"
-        sign = "-" if b["sign_accuracy"] is None else f"{b['sign_accuracy']:.3f}"
-        lines.append(
-            f"  {b['lo_um']:>5g} - {hi:<5} {b['n']:>7} {b['mae_um']:7.3f} {b['median_abs_error_um']:7.3f} "
-            f"{b['rmse_um']:7.3f} {sign:>6}"
-        )
+        lines.append(_table_row(f"{b['lo_um']:>5g} - {hi:<5}", b))
     if report.get("by_group"):
         lines.append("  specimen           n     MAE  median    RMSE   sign")
-        for name, g in report["by_group"].items():
-            sign = "-" if g["sign_accuracy"] is None else f"{g['sign_accuracy']:.3f}"
-            lines.append(
-                f"  {name:<13} {g['n']:>7} {g['mae_um']:7.3f} {g['median_abs_error_um']:7.3f} "
-                f"{g['rmse_um']:7.3f} {sign:>6}"
-            )
+        lines.extend(_table_row(f"{name:<13}", g) for name, g in report["by_group"].items())
     return "\n".join(lines)
+
+
+def _table_row(label: str, stats: dict) -> str:
+    """One row of the report: a 13-character label, then n, MAE, median, RMSE and sign accuracy."""
+    sign = "-" if stats["sign_accuracy"] is None else f"{stats['sign_accuracy']:.3f}"
+    return (
+        f"  {label} {stats['n']:>7} {stats['mae_um']:7.3f} {stats['median_abs_error_um']:7.3f} "
+        f"{stats['rmse_um']:7.3f} {sign:>6}"
+    )
