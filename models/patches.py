@@ -32,7 +32,15 @@ from models.errors import DatasetError
 from models.tiles import TILE_SIZE, blank_mask, extract_tiles, tile_grid, to_unit_float
 from models.zstack import ZStackDataset, common_z_reference, open_datasets
 
-__all__ = ["SPLITS", "Augmentation", "FieldOfView", "PatchDataset", "dataset_folders", "split_fields_of_view"]
+__all__ = [
+    "SPLITS",
+    "Augmentation",
+    "FieldOfView",
+    "PatchDataset",
+    "build_tile_caches",
+    "dataset_folders",
+    "split_fields_of_view",
+]
 
 SPLITS = ("train", "test", "all")
 CACHE_VERSION = 2  # bump when the tiling or the discriminant changes
@@ -197,6 +205,40 @@ def _load_source(
         np.savez(fh, plane_index=plane_index, defocus_um=defocus, tiles_per_plane=np.int64(per_plane))
     os.replace(tmp_index, index_path)
     return _Source(ds, np.load(tiles_path, mmap_mode="r"), plane_index, defocus, per_plane)
+
+
+def _cache_one(args: tuple[str, bool, str]) -> int:
+    """Pool task: build (or find) the tile cache of one dataset; returns its kept tiles."""
+    path, drop_blank, cache_dir = args
+    ds = ZStackDataset(path)
+    src = _load_source(ds, drop_blank, Path(cache_dir), np.ones(len(ds.planes), dtype=bool), None)
+    return len(src.tiles)
+
+
+def build_tile_caches(
+    datasets: Sequence[str | os.PathLike[str]],
+    cache_dir: str | os.PathLike[str],
+    *,
+    drop_blank: bool = True,
+    workers: int = 1,
+) -> int:
+    """Decode and tile every plane of ``datasets`` into ``cache_dir``, one dataset per process.
+
+    Decoding is the slow part of building a ``PatchDataset`` (about 3 ms per 224 x 224 plane, one
+    process); a ``PatchDataset`` with the same ``cache_dir`` then only memory-maps the files. Caches
+    that exist are reused. Returns the number of kept tiles over all datasets.
+    """
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    paths = [str(d.path) for d in open_datasets(list(datasets), allow_mixed_z_reference=True)]
+    Path(cache_dir).mkdir(parents=True, exist_ok=True)
+    tasks = [(p, drop_blank, str(cache_dir)) for p in paths]
+    if workers == 1 or len(tasks) <= 1:
+        return sum(_cache_one(t) for t in tasks)
+    import multiprocessing as mp
+
+    with mp.get_context("spawn").Pool(min(workers, len(tasks))) as pool:
+        return sum(pool.imap_unordered(_cache_one, tasks))
 
 
 def dataset_folders(paths: Iterable[str | os.PathLike[str]]) -> dict[str, int]:

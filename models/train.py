@@ -429,15 +429,20 @@ def patch_datasets(
     cache_dir: str | os.PathLike[str] | None = None,
     allow_mixed_z_reference: bool = False,
     progress: bool = True,
+    decode_workers: int = 1,
 ) -> tuple[Dataset, Dataset, dict[str, Any]]:
     """Train/test ``PatchDataset`` (split by field of view) of z-stack folders, and the checkpoint meta they imply.
 
     The meta records patch size, z range, objective, pixel size and z reference of the data, and a data
     summary. Datasets taken with different objectives or pixel sizes are refused (a model is trained
-    for one optical configuration).
+    for one optical configuration). With a ``cache_dir``, ``decode_workers`` processes first decode
+    the planes into it, one dataset each (``build_tile_caches``).
     """
-    from models.patches import PatchDataset
+    from models.patches import PatchDataset, build_tile_caches
     from models.tiles import TILE_SIZE
+
+    if decode_workers > 1 and cache_dir is not None:
+        build_tile_caches(paths, cache_dir, workers=decode_workers)
 
     common = {
         "test_fraction": test_fraction,
@@ -555,6 +560,7 @@ def _pick_device(requested: str, dist_info: _Dist) -> torch.device:
             requested = f"cuda:{dist_info.local_rank}"
         device = torch.device(requested)
         torch.cuda.set_device(device)
+        torch.backends.cudnn.benchmark = True  # fixed 224 x 224 batches: let cuDNN pick its fastest kernels
         return device
     if requested != "cpu":
         raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {requested!r}")

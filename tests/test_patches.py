@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from models.errors import DatasetError
-from models.patches import Augmentation, PatchDataset, split_fields_of_view
+from models.patches import Augmentation, PatchDataset, build_tile_caches, split_fields_of_view
 from models.tiles import blank_mask, to_unit_float
 from models.zstack import ZStackDataset, ZStackWriter
 
@@ -151,6 +151,25 @@ def test_tile_cache_is_reused(tmp_path: Path) -> None:
     assert len(second) == len(first)
     for i in range(len(first)):
         assert torch.equal(first[i][0], second[i][0]) and first[i][1] == second[i][1]
+
+
+def test_tile_caches_built_in_parallel_serve_the_same_patches(tmp_path: Path) -> None:
+    for name in ("a", "b", "c"):
+        _make_dataset(tmp_path / "data" / name, stacks=2, planes=2, half_blank=name == "b")
+    serial = PatchDataset(tmp_path / "data", split="all")
+    kept = build_tile_caches([tmp_path / "data"], tmp_path / "cache", workers=2)
+    assert kept == len(serial) == 3 * 2 * 2 * 4 - 2 * 2 * 2  # "b" loses its blank half
+    assert len(list((tmp_path / "cache").glob("*.tiles.npy"))) == 3
+    planes = [f for f in (tmp_path / "data").rglob("planes/*") if f.is_file()]
+    assert len(planes) == 3 * 2 * 2
+    for f in planes:  # from now on only the caches can serve the patches
+        f.write_bytes(b"gone")
+    cached = PatchDataset(tmp_path / "data", split="all", cache_dir=tmp_path / "cache")
+    assert len(cached) == len(serial)
+    for i in range(len(serial)):
+        assert torch.equal(cached[i][0], serial[i][0]) and cached[i][1] == serial[i][1]
+    with pytest.raises(ValueError, match="workers must be >= 1"):
+        build_tile_caches([tmp_path / "data"], tmp_path / "cache", workers=0)
 
 
 def test_z_range_filter_and_mixed_references(tmp_path: Path) -> None:

@@ -26,7 +26,12 @@ def add_common_training_arguments(parser: argparse.ArgumentParser, *, lr: float,
     parser.add_argument("--test-fraction", type=float, default=0.1, help="fields of view held out (default 0.1)")
     parser.add_argument("--z-range", type=float, nargs=2, metavar=("LO_UM", "HI_UM"), help="keep planes in range")
     parser.add_argument("--seed", type=int, default=0, help="split, shuffling and initialisation seed")
-    parser.add_argument("--workers", type=int, default=0, help="DataLoader worker processes (default 0)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="DataLoader worker processes; with --cache-dir also the processes that decode planes (default 0)",
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
     parser.add_argument("--cache-dir", default=None, help="keep decoded tiles as .npy here (faster reruns)")
@@ -94,6 +99,7 @@ def load_data(args: argparse.Namespace) -> tuple[Any, Any, dict[str, Any]]:
         cache_dir=args.cache_dir,
         allow_mixed_z_reference=args.allow_mixed_z_reference,
         progress=not args.no_progress,
+        decode_workers=max(1, args.workers),
     )
 
 

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Fine-tune the bundled LDSE-NET on fresh synthetic slides, inside a fixed wall-time budget, on a machine
+# with a GPU and many cores (the shipped weights: one H100 + 16 cores, see models/weights/README.md).
+#
+#   bash models/weights/finetune_gpu.sh RUN_DIR [SYNTH_S] [TRAIN_S]
+#
+# 1. Renders slides (seed 3: no specimen in common with the seed-2 training data or the seed-1 held-out
+#    slides) in rounds of 4 slides per core until another round would pass SYNTH_S seconds (default 200).
+#    Specimens cycle cells / tissue / tissue / sparse: stained tissue is where the model is weakest.
+# 2. Decodes the planes into a tile cache, one dataset per process (autofocus train/finetune --workers).
+# 3. A 300-step probe measures the step rate; the fine-tune then gets 12 epochs sized to fill TRAIN_S
+#    seconds (default 300): lr 3e-4, x0.3 every 4 epochs, batch 50, the paper's MSE + Adam.
+# Writes RUN_DIR/data, RUN_DIR/cache, RUN_DIR/probe and RUN_DIR/finetune (model.pt = best validation epoch).
+# DEVICE (default cuda), WORKERS (default: all cores) and PYTHON (default python3) can be set.
+set -euo pipefail
+RUN=${1:?usage: finetune_gpu.sh RUN_DIR [SYNTH_S] [TRAIN_S]}
+SYNTH_S=${2:-200}
+TRAIN_S=${3:-300}
+DEVICE=${DEVICE:-cuda}
+WORKERS=${WORKERS:-$(nproc)}
+PYTHON=${PYTHON:-python3}
+EPOCHS=12
+PROBE_STEPS=${PROBE_STEPS:-300}
+af() { "$PYTHON" -m autofocus "$@"; }
+
+mkdir -p "$RUN"
+start=$(date +%s)
+slides=0
+round_s=0
+while :; do
+    elapsed=$(($(date +%s) - start))
+    if ((slides > 0 && elapsed + round_s > SYNTH_S)); then break; fi
+    slides=$((slides + 4 * WORKERS))
+    t0=$(date +%s)
+    af dataset synth "$RUN/data" --slides "$slides" --positions 8 --z-step 20 --random-planes 10 --seed 3 \
+        --specimens cells,tissue,tissue,sparse --workers "$WORKERS" --no-progress >/dev/null
+    round_s=$(($(date +%s) - t0))
+    echo "synth: $slides slides after $(($(date +%s) - start)) s (round $round_s s)"
+done
+
+common=(--checkpoint models/weights/ldsenet.pt --cache-dir "$RUN/cache" --workers "$WORKERS" --device "$DEVICE"
+    --no-progress --seed 0)
+t0=$(date +%s)
+af finetune "$RUN/data" "${common[@]}" --out "$RUN/probe" --epochs 1 --steps-per-epoch "$PROBE_STEPS" >"$RUN/probe.log"
+echo "tile cache + probe: $(($(date +%s) - t0)) s"
+steps=$("$PYTHON" - "$RUN/probe/history.json" "$PROBE_STEPS" "$TRAIN_S" "$EPOCHS" <<'EOF'
+import json, sys
+history, probe_steps, train_s, epochs = json.load(open(sys.argv[1])), int(sys.argv[2]), *map(float, sys.argv[3:])
+rate = probe_steps / history[0]["epoch_s"]  # steps/s, validation pass included: a little pessimistic
+print(max(100, int(rate * train_s / epochs)))
+EOF
+)
+echo "probe: $steps steps per epoch fit $TRAIN_S s in $EPOCHS epochs"
+af finetune "$RUN/data" "${common[@]}" --out "$RUN/finetune" --epochs "$EPOCHS" --steps-per-epoch "$steps" \
+    --lr 3e-4 --lr-step 4 --lr-gamma 0.3 --patience "$EPOCHS" --max-wall-min "$(((TRAIN_S + 60) / 60))"
+echo "total: $(($(date +%s) - start)) s"
