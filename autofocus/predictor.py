@@ -13,7 +13,11 @@ The pipeline follows section 3.1 of the LDSE-NET paper:
    inside the model.
 4. **Aggregation.** The paper averages the tile estimates (``aggregate="mean"``); ``"median"``
    and ``"trimmed"`` (mean of the tiles left after dropping ``trim_fraction`` of them at each
-   end) are robust to a few wrong tiles.
+   end) are robust to a few wrong tiles. The default is ``"trimmed"`` (``autofocus.aggregation``):
+   on the simulator's closed loop (120 paired trials, bundled model) one-shot + verify ended
+   within 0.3 um in 35 % of trials with it, 37 % with the median and 27 % with the mean, and
+   more than 1 um out in 19 %, 24 % and 24 % (``docs/autofocus.md``). A tile whose sign is wrong
+   pulls the mean by twice its defocus; trimming drops it.
 
 ``max_tiles`` (default ``None``: every tile, the paper's method) bounds the work per frame for
 latency: tiles are examined in order of distance from the frame centre (the paper, section
@@ -39,7 +43,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import os
 import tempfile
 import time
@@ -49,44 +52,21 @@ from typing import Any, Literal
 
 import numpy as np
 
+from autofocus.aggregation import AGGREGATES, DEFAULT_AGGREGATE, aggregate_estimates
 from models.errors import ModelInputError
 from models.tiles import blank_mask, extract_tiles, tile_grid, to_unit_float
 
-__all__ = ["AGGREGATES", "RUNTIMES", "Prediction", "Predictor", "aggregate_estimates", "compute_confidence"]
+__all__ = ["RUNTIMES", "Prediction", "Predictor", "compute_confidence"]
 
 log = logging.getLogger(__name__)
 
-AGGREGATES = ("mean", "median", "trimmed")
 RUNTIMES = ("torch", "onnx")
-Aggregate = Literal["mean", "median", "trimmed"]
 Runtime = Literal["torch", "onnx"]
 
 
 # --------------------------------------------------------------------------------------------
-# aggregation and confidence (pure functions, tested against independent computations)
+# confidence (a pure function, tested against an independent computation)
 # --------------------------------------------------------------------------------------------
-def aggregate_estimates(values: np.ndarray, method: str, trim_fraction: float = 0.2) -> float:
-    """Aggregate tile estimates (um) with ``method``; ``values`` must not be empty.
-
-    ``"trimmed"`` drops ``floor(n * trim_fraction)`` values at each end of the sorted list and
-    averages the rest.
-    """
-    if method not in AGGREGATES:
-        raise ValueError(f"aggregate must be one of {AGGREGATES}, got {method!r}")
-    if not 0.0 <= trim_fraction < 0.5:
-        raise ValueError(f"trim_fraction must be in [0, 0.5), got {trim_fraction!r}")
-    v = np.asarray(values, dtype=np.float64).ravel()
-    if v.size == 0:
-        raise ValueError("cannot aggregate an empty set of tile estimates")
-    if method == "mean":
-        return float(v.mean())
-    if method == "median":
-        return float(np.median(v))
-    k = math.floor(v.size * trim_fraction)
-    v = np.sort(v)
-    return float(v[k : v.size - k].mean())
-
-
 def compute_confidence(
     estimate_um: float,
     spread_um: float,
@@ -248,7 +228,7 @@ class Predictor:
         runtime: _TorchRuntime | _OnnxRuntime,
         meta: dict[str, Any],
         *,
-        aggregate: str = "mean",
+        aggregate: str = DEFAULT_AGGREGATE,
         trim_fraction: float = 0.2,
         full_coverage_fraction: float = 0.25,
         spread_scale_um: float = 1.0,
@@ -287,7 +267,7 @@ class Predictor:
         path: str | os.PathLike[str] | None = None,
         runtime: str = "torch",
         threads: int = 2,
-        aggregate: str = "mean",
+        aggregate: str = DEFAULT_AGGREGATE,
         *,
         trim_fraction: float = 0.2,
         full_coverage_fraction: float = 0.25,

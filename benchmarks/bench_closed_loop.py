@@ -32,6 +32,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from autofocus.aggregation import AGGREGATES, DEFAULT_AGGREGATE  # noqa: E402
 from autofocus.predictor import Predictor  # noqa: E402
 from autofocus.routines import AutofocusOptions, run_autofocus  # noqa: E402
 from drivers.simulated import SimulatedMicroscope  # noqa: E402
@@ -175,6 +176,9 @@ def main() -> int:
     parser.add_argument("--fields", type=int, default=30, help="field positions per specimen (specimen cache reuse)")
     parser.add_argument("--specimens", default="cells,tissue")
     parser.add_argument("--backlash-um", type=float, default=0.3)
+    parser.add_argument(
+        "--aggregate", choices=AGGREGATES, default=DEFAULT_AGGREGATE, help="how tile estimates are combined"
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--time-budget-s", type=float, default=840.0)
@@ -189,7 +193,7 @@ def main() -> int:
         f"model: {args.model or 'bundled checkpoint'} ({'trained' if trained else 'UNTRAINED placeholder'}); "
         f"load average {[round(x, 2) for x in os.getloadavg()]}"
     )
-    predictor = Predictor.from_checkpoint(args.model, runtime="onnx", threads=args.threads)
+    predictor = Predictor.from_checkpoint(args.model, runtime="onnx", threads=args.threads, aggregate=args.aggregate)
     t0 = time.monotonic()
     deadline = t0 + args.time_budget_s
     full = run_trials(

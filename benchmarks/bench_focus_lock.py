@@ -24,6 +24,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from autofocus.aggregation import AGGREGATES, DEFAULT_AGGREGATE  # noqa: E402
 from autofocus.focuslock import FocusLock, FocusLockOptions  # noqa: E402
 from autofocus.predictor import Predictor  # noqa: E402
 from drivers.simulated import DriftModel, SimulatedMicroscope  # noqa: E402
@@ -47,6 +48,9 @@ def main() -> int:
     parser.add_argument("--max-correction-um", type=float, default=3.0)
     parser.add_argument(
         "--gain", type=float, default=FocusLockOptions().gain, help="fraction of each estimate that is corrected"
+    )
+    parser.add_argument(
+        "--aggregate", choices=AGGREGATES, default=DEFAULT_AGGREGATE, help="how tile estimates are combined"
     )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
@@ -73,7 +77,7 @@ def main() -> int:
     )
     scope.camera.open()
     scope.focus_stage.open()
-    predictor = Predictor.from_checkpoint(args.model, runtime="onnx", threads=args.threads)
+    predictor = Predictor.from_checkpoint(args.model, runtime="onnx", threads=args.threads, aggregate=args.aggregate)
 
     trace: list[tuple[float, float, float]] = []  # (time_s, true defocus, drift)
 

@@ -18,7 +18,8 @@ import pytest
 import torch
 from scipy import stats
 
-from autofocus.predictor import Predictor, aggregate_estimates, compute_confidence
+from autofocus.aggregation import DEFAULT_AGGREGATE, aggregate_estimates
+from autofocus.predictor import Predictor, compute_confidence
 from models.checkpoint import bundled_checkpoint_path, load_checkpoint
 from models.errors import ModelInputError
 
@@ -159,6 +160,15 @@ def test_confidence_formula_and_bounds() -> None:
             float(rng.normal(0, 8)), float(abs(rng.normal(0, 3))), int(rng.integers(0, n_total + 1)), n_total
         )
         assert 0.0 <= c <= 1.0
+
+
+def test_default_predictor_uses_the_trimmed_mean(network) -> None:
+    pred = Predictor.from_checkpoint(None, runtime="torch", threads=1).predict(busy_image(672, 896, 5))
+    values = np.sort([t["defocus_um"] for t in pred.tiles if not t["blank"]])
+    k = int(len(values) * 0.2)  # the trimmed mean drops floor(20 %) of the tiles at each end
+    assert len(values) == 12 and k == 2
+    assert pred.aggregate == DEFAULT_AGGREGATE == "trimmed"
+    assert pred.defocus_um == pytest.approx(float(values[k:-k].mean()), abs=1e-6)
 
 
 def test_median_predictor_aggregates_with_median(network) -> None:

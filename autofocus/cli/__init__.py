@@ -42,12 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv: debug)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, module_name in SUBCOMMANDS:
-        try:
-            module = importlib.import_module(f"autofocus.cli.{module_name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"autofocus.cli.{module_name}":
-                raise
-            continue  # subcommand not built yet
+        module = importlib.import_module(f"autofocus.cli.{module_name}")
         sp = sub.add_parser(name, help=module.HELP, description=module.HELP)
         module.add_arguments(sp)
         sp.set_defaults(_run=module.run)

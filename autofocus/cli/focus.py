@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from autofocus.aggregation import AGGREGATES, DEFAULT_AGGREGATE
 from autofocus.cli.hardware_options import add_hardware_arguments, load_settings
 
 HELP = "run one autofocus routine (oneshot, hybrid, zscan) on a camera and focus stage"
@@ -28,6 +29,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", type=Path, default=None, help="checkpoint .pt or .onnx (default: bundled)")
     parser.add_argument("--runtime", choices=("torch", "onnx"), default="torch")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--aggregate",
+        choices=AGGREGATES,
+        default=DEFAULT_AGGREGATE,
+        help=f"how tile estimates are combined (default {DEFAULT_AGGREGATE}; mean is the paper's)",
+    )
     parser.add_argument("--max-tiles", type=int, default=None, help="non-blank tiles per frame, centre first")
     parser.add_argument("--min-confidence", type=float, default=None, help="refuse below this confidence (0..1)")
     parser.add_argument("--no-verify", action="store_true", help="one-shot/hybrid: skip the verify frame")
@@ -57,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
         from autofocus.predictor import Predictor
 
         predictor = Predictor.from_checkpoint(
-            args.model, runtime=args.runtime, threads=args.threads, max_tiles=args.max_tiles
+            args.model, runtime=args.runtime, threads=args.threads, aggregate=args.aggregate, max_tiles=args.max_tiles
         )
     values, _ignored = load_settings(args.config, dict(args.hw))
     config = config_from_mapping(values)

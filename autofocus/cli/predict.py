@@ -9,6 +9,8 @@ from typing import Any
 
 import numpy as np
 
+from autofocus.aggregation import AGGREGATES, DEFAULT_AGGREGATE
+
 HELP = "predict the defocus (um) of image files (TIFF, PNG, JPEG) with LDSE-NET"
 
 
@@ -18,7 +20,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--runtime", choices=("torch", "onnx"), default="torch", help="inference runtime")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads for inference (default 2)")
     parser.add_argument(
-        "--aggregate", choices=("mean", "median", "trimmed"), default="mean", help="how tile estimates are combined"
+        "--aggregate",
+        choices=AGGREGATES,
+        default=DEFAULT_AGGREGATE,
+        help=f"how tile estimates are combined (default {DEFAULT_AGGREGATE}; mean is the paper's)",
     )
     parser.add_argument(
         "--max-tiles", type=int, default=None, help="use at most N non-blank tiles per image, centre first"
