@@ -3,8 +3,10 @@
 Each step predicts the defocus of one frame (snapped here, or the time-lapse frame the caller
 already has: ``step(frame)`` then costs no extra exposure) and corrects it:
 
-* a **dead band**: estimates with ``|defocus| <= dead_band_um`` cause no move (no dithering on
-  noise);
+* a **focus offset**: the lock holds the estimate at ``focus_offset_um`` (0: the model's focal
+  plane), so it corrects ``defocus - focus_offset_um`` (see ``AutofocusOptions.focus_offset_um``);
+* a **dead band**: errors with ``|defocus - focus_offset_um| <= dead_band_um`` cause no move (no
+  dithering on noise);
 * a **rate limit**: one step moves at most ``max_correction_um`` (large jumps are more often a
   bad estimate than real drift; a real step change is caught up over a few steps);
 * ``gain`` scales the correction (1 = full correction). The default 0.5 halves the effect of a
@@ -37,7 +39,7 @@ from typing import Any, Literal
 import numpy as np
 
 from autofocus.cancel import CancelToken
-from autofocus.routines import FramePredictor
+from autofocus.routines import FramePredictor, check_focus_offset
 from drivers.base import Camera, FocusStage
 from drivers.errors import LimitError
 
@@ -52,6 +54,7 @@ class FocusLockOptions:
     """Settings of a focus lock (see the module docstring for what each does)."""
 
     interval_s: float = 60.0
+    focus_offset_um: float = 0.0
     dead_band_um: float = 0.2
     max_correction_um: float = 2.0
     gain: float = 0.5
@@ -66,6 +69,7 @@ class FocusLockOptions:
             value = getattr(self, name)
             if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
                 raise ValueError(f"{name} must be a positive number, got {value!r}")
+        check_focus_offset(self.focus_offset_um)
         if not (math.isfinite(self.dead_band_um) and self.dead_band_um >= 0):
             raise ValueError(f"dead_band_um must be >= 0, got {self.dead_band_um!r}")
         if not (math.isfinite(self.gain) and 0 < self.gain <= 1.5):
@@ -181,8 +185,9 @@ class FocusLock:
             if self.state == "paused_unreliable" and self._reliable_run >= o.resume_after:
                 self.state = "running"
                 self.reason = f"resumed after {self._reliable_run} reliable estimates"
-            if self.state == "running" and abs(pred.defocus_um) > o.dead_band_um:
-                correction = o.gain * pred.defocus_um
+            error_um = pred.defocus_um - o.focus_offset_um
+            if self.state == "running" and abs(error_um) > o.dead_band_um:
+                correction = o.gain * error_um
                 if abs(correction) > o.max_correction_um:
                     correction = math.copysign(o.max_correction_um, correction)
                     rate_limited = True

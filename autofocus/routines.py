@@ -1,7 +1,8 @@
 """Autofocus routines against the ``Camera`` / ``FocusStage`` interfaces.
 
 * ``oneshot`` (the paper's method): snap, predict, move by ``stage.direction * defocus``;
-  with ``verify`` snap once more and correct once more.
+  with ``verify`` snap once more and correct once more. With a ``focus_offset_um`` the move is
+  by ``defocus - focus_offset_um``: the routine ends where the model reads the offset.
 * ``zscan``: Micro-Manager OughtaFocus style: bounded Brent maximisation of a sharpness
   measure over ``[z0 - range/2, z0 + range/2]``, optionally after a coarse grid scan.
 * ``hybrid``: one-shot; only when its estimate is not confident, a short local z-scan.
@@ -63,12 +64,34 @@ class FramePredictor(Protocol):
     def predict(self, frame: np.ndarray, bit_depth: int | None = None) -> Any: ...
 
 
+MAX_FOCUS_OFFSET_UM = 5.0
+
+
+def check_focus_offset(focus_offset_um: float) -> None:
+    """``ValueError`` unless the offset is finite and within +-``MAX_FOCUS_OFFSET_UM``.
+
+    The bound keeps the target well inside the +-10 um the bundled model was trained on.
+    """
+    if not (isinstance(focus_offset_um, int | float) and math.isfinite(focus_offset_um)):
+        raise ValueError(f"focus_offset_um must be a finite number, got {focus_offset_um!r}")
+    if abs(focus_offset_um) > MAX_FOCUS_OFFSET_UM:
+        raise ValueError(
+            f"focus_offset_um={focus_offset_um:+.3f} is outside the allowed "
+            f"-{MAX_FOCUS_OFFSET_UM:g}..+{MAX_FOCUS_OFFSET_UM:g} um"
+        )
+
+
 @dataclass
 class AutofocusOptions:
     """Settings of all routines; each routine reads the ones that concern it.
 
     One-shot / hybrid: ``min_confidence`` (refuse below), ``verify`` (second frame + one more
-    correction), ``min_move_um`` (estimates smaller than this cause no move).
+    correction), ``min_move_um`` (corrections smaller than this cause no move),
+    ``focus_offset_um`` (the defocus to end at, as the model reads it, same sign convention;
+    0: the model's focal plane). Set it to what the model reads where you want focus (the
+    median of ``autofocus offset`` on a focused sample): that takes out the model's bias on your
+    microscope. Or set it to a deliberate offset; unstained cells show more contrast a little
+    off focus.
     Z-scan: ``measure`` (a name in ``autofocus.measures.MEASURES``), ``search_range_um``
     (centred on the start), ``tolerance_um`` (Brent's x tolerance), ``coarse_step_um`` (None:
     Brent only; else a grid at this step first, then Brent within +-1 step of the best),
@@ -81,6 +104,7 @@ class AutofocusOptions:
     min_confidence: float = 0.3
     verify: bool = True
     min_move_um: float = 0.05
+    focus_offset_um: float = 0.0
     measure: str = "tenengrad"
     search_range_um: float = 20.0
     tolerance_um: float = 0.3
@@ -96,6 +120,7 @@ class AutofocusOptions:
     def __post_init__(self) -> None:
         if not 0.0 <= self.min_confidence <= 1.0:
             raise ValueError(f"min_confidence must be in [0, 1], got {self.min_confidence!r}")
+        check_focus_offset(self.focus_offset_um)
         if self.measure not in MEASURES:
             raise ValueError(f"measure must be one of {sorted(MEASURES)}, got {self.measure!r}")
         for name in ("search_range_um", "tolerance_um", "hybrid_range_um", "hybrid_tolerance_um"):
@@ -127,6 +152,7 @@ class AutofocusRecord:
     routine: str
     started_at: str
     start_z_um: float
+    focus_offset_um: float = 0.0  # the defocus the one-shot and hybrid routines aimed at
     final_z_um: float | None = None
     frames_used: int = 0
     moves: list[dict[str, Any]] = field(default_factory=list)
@@ -192,6 +218,7 @@ class _Run:
             routine=routine,
             started_at=datetime.now(UTC).isoformat(timespec="milliseconds"),
             start_z_um=stage.z_um,
+            focus_offset_um=options.focus_offset_um,
         )
         self.needs_flush = True  # the camera may hold frames from before this run
 
@@ -289,6 +316,12 @@ class _Run:
         for i, point in enumerate(path):
             self._leg(point, reason if i == len(path) - 1 else f"{reason} (approach overshoot)")
 
+    def correct_estimate(self, pred: Any, reason: str) -> None:
+        """Move so that the model would read ``focus_offset_um``; no move below ``min_move_um``."""
+        error_um = pred.defocus_um - self.options.focus_offset_um
+        if abs(error_um) >= self.options.min_move_um:
+            self.correct(error_um, reason)
+
     def move_split(self, target_um: float, reason: str) -> None:
         """Scan move: soft limits checked, split into legs of at most ``max_step_um``."""
         lo, hi = self.stage.limits_um
@@ -322,8 +355,7 @@ def _oneshot(run: _Run) -> None:
     o = run.options
     pred = run.predict()
     run.check_reliable(pred)
-    if abs(pred.defocus_um) >= o.min_move_um:
-        run.correct(pred.defocus_um, "one-shot correction")
+    run.correct_estimate(pred, "one-shot correction")
     if not o.verify:
         run.record.outcome = "moved"
         run.record.message = f"moved by the estimate {pred.defocus_um:+.3f} um (not verified)"
@@ -335,8 +367,7 @@ def _oneshot(run: _Run) -> None:
         run.record.outcome = "not_converged"
         run.record.message = f"verify frame unreliable, kept the first correction: {exc.message}"
         return
-    if abs(check.defocus_um) >= o.min_move_um:
-        run.correct(check.defocus_um, "verify correction")
+    run.correct_estimate(check, "verify correction")
     run.record.outcome = "converged"
     run.record.message = (
         f"first estimate {pred.defocus_um:+.3f} um, verify estimate {check.defocus_um:+.3f} um (corrected)"
@@ -456,8 +487,7 @@ def _hybrid(run: _Run) -> None:
     pred = run.predict()
     if not _reliable_or_local_scan(run, pred, "one-shot"):
         return
-    if abs(pred.defocus_um) >= o.min_move_um:
-        run.correct(pred.defocus_um, "one-shot correction")
+    run.correct_estimate(pred, "one-shot correction")
     if not o.verify:
         run.record.outcome = "moved"
         run.record.message = f"moved by the estimate {pred.defocus_um:+.3f} um (not verified)"
@@ -465,8 +495,7 @@ def _hybrid(run: _Run) -> None:
     check = run.predict()
     if not _reliable_or_local_scan(run, check, "verify"):
         return
-    if abs(check.defocus_um) >= o.min_move_um:
-        run.correct(check.defocus_um, "verify correction")
+    run.correct_estimate(check, "verify correction")
     run.record.outcome = "converged"
     run.record.message = f"first estimate {pred.defocus_um:+.3f} um, verify estimate {check.defocus_um:+.3f} um"
 

@@ -7,6 +7,10 @@ trials also runs the z-scan baseline (OughtaFocus-style Brent search over 24 um)
 start. Reported: median, p95 and share within 0.3 um of |residual defocus|, frames and
 simulated time per routine; PNG of the residual against the starting defocus.
 
+``--calibrate-fields K`` first measures the focus offset the way a user would
+(``autofocus.offset``: the model's reading on K focused fields per specimen, none of them a
+trial field) and runs one-shot + verify with that ``focus_offset_um``.
+
 Cost control (one run must stay under ~15 min on 2 busy cores): fields come from a pool of
 ``--fields`` positions per specimen so the simulator's specimen cache is reused; the bulk of
 the trials use a centred ``--frame`` ROI (default 896x672 = 4x3 tiles); ``--full-frame-trials``
@@ -33,8 +37,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from autofocus.aggregation import AGGREGATES, DEFAULT_AGGREGATE  # noqa: E402
+from autofocus.offset import measure_focus_offset  # noqa: E402
 from autofocus.predictor import Predictor  # noqa: E402
 from autofocus.routines import AutofocusOptions, run_autofocus  # noqa: E402
+from drivers.errors import UnreliableEstimateError  # noqa: E402
 from drivers.simulated import SimulatedMicroscope  # noqa: E402
 from models.checkpoint import load_checkpoint  # noqa: E402
 
@@ -68,6 +74,47 @@ def stats(residuals: list[float], frames: list[int], sim_times: list[float]) -> 
     }
 
 
+def open_scopes(
+    specimens: list[str], seed: int, frame_shape: tuple[int, int], backlash_um: float
+) -> dict[str, SimulatedMicroscope]:
+    """One simulated microscope (slide) per specimen kind, devices open."""
+    scopes: dict[str, SimulatedMicroscope] = {}
+    for kind in specimens:
+        scope = SimulatedMicroscope(seed=seed, specimen=kind, frame_shape=frame_shape, backlash_um=backlash_um)
+        for dev in (scope.camera, scope.focus_stage, scope.xy_stage):
+            dev.open()
+        scopes[kind] = scope
+    return scopes
+
+
+def calibrate_focus_offset(
+    *,
+    fields: int,
+    predictor: Predictor,
+    specimens: list[str],
+    frame_shape: tuple[int, int],
+    seed: int,
+    backlash_um: float,
+) -> dict[str, Any]:
+    """What a user does once per microscope: read the model on ``fields`` focused fields per specimen
+    (not the trials' fields) with ``autofocus.offset.measure_focus_offset``; the median is the offset."""
+    rng = np.random.default_rng([seed, 0x0FF5E7])
+    readings: list[dict[str, Any]] = []
+    for kind, scope in open_scopes(specimens, seed, frame_shape, backlash_um).items():
+        for x, y in rng.uniform(-5000, 5000, size=(fields, 2)):
+            scope.xy_stage.move_to(float(x), float(y))
+            set_true_defocus(scope, 0.0)
+            try:
+                reading: float | None = measure_focus_offset(scope.camera, predictor, frames=1).focus_offset_um
+            except UnreliableEstimateError:
+                reading = None  # a field the model cannot read: a user would pick another
+            readings.append({"specimen": kind, "field_um": [float(x), float(y)], "reading_um": reading})
+    usable = [r["reading_um"] for r in readings if r["reading_um"] is not None]
+    if not usable:
+        raise SystemExit("calibration failed: no field gave a reliable reading")
+    return {"focus_offset_um": round(float(np.median(usable)), 3), "fields": len(readings), "readings": readings}
+
+
 def run_trials(
     *,
     n: int,
@@ -79,16 +126,12 @@ def run_trials(
     seed: int,
     deadline: float,
     backlash_um: float,
+    focus_offset_um: float = 0.0,
 ) -> list[dict[str, Any]]:
     rng = np.random.default_rng(seed)
-    scopes: dict[str, SimulatedMicroscope] = {}
-    for kind in specimens:
-        scope = SimulatedMicroscope(seed=seed, specimen=kind, frame_shape=frame_shape, backlash_um=backlash_um)
-        for dev in (scope.camera, scope.focus_stage, scope.xy_stage):
-            dev.open()
-        scopes[kind] = scope
+    scopes = open_scopes(specimens, seed, frame_shape, backlash_um)
     pool = [(float(x), float(y)) for x, y in rng.uniform(-5000, 5000, size=(fields, 2))]
-    options = AutofocusOptions(verify=True)
+    options = AutofocusOptions(verify=True, focus_offset_um=focus_offset_um)
     zoptions = AutofocusOptions(search_range_um=24.0, tolerance_um=0.3)
     trials: list[dict[str, Any]] = []
     for i in range(n):
@@ -177,6 +220,13 @@ def main() -> int:
     parser.add_argument("--specimens", default="cells,tissue")
     parser.add_argument("--backlash-um", type=float, default=0.3)
     parser.add_argument(
+        "--calibrate-fields",
+        type=int,
+        default=0,
+        help="first measure the focus offset (autofocus offset) on this many focused fields per specimen, "
+        "not the trials' fields, and run the routines with it (0: no offset)",
+    )
+    parser.add_argument(
         "--aggregate", choices=AGGREGATES, default=DEFAULT_AGGREGATE, help="how tile estimates are combined"
     )
     parser.add_argument("--threads", type=int, default=2)
@@ -194,6 +244,18 @@ def main() -> int:
         f"load average {[round(x, 2) for x in os.getloadavg()]}"
     )
     predictor = Predictor.from_checkpoint(args.model, runtime="onnx", threads=args.threads, aggregate=args.aggregate)
+    calibration: dict[str, Any] | None = None
+    if args.calibrate_fields > 0:
+        calibration = calibrate_focus_offset(
+            fields=args.calibrate_fields,
+            predictor=predictor,
+            specimens=specimens,
+            frame_shape=(height, width),
+            seed=args.seed,
+            backlash_um=args.backlash_um,
+        )
+        print(f"focus offset {calibration['focus_offset_um']:+.3f} um from {calibration['fields']} focused fields")
+    focus_offset_um = calibration["focus_offset_um"] if calibration else 0.0
     t0 = time.monotonic()
     deadline = t0 + args.time_budget_s
     full = run_trials(
@@ -206,6 +268,7 @@ def main() -> int:
         seed=args.seed + 1,
         deadline=t0 + 0.3 * args.time_budget_s,  # full frames: few and expensive, at most 30 % of the budget
         backlash_um=args.backlash_um,
+        focus_offset_um=focus_offset_um,
     )
     print(f"full-frame trials: {len(full)} in {time.monotonic() - t0:.0f} s", flush=True)
     roi = run_trials(
@@ -218,6 +281,7 @@ def main() -> int:
         seed=args.seed,
         deadline=deadline,
         backlash_um=args.backlash_um,
+        focus_offset_um=focus_offset_um,
     )
     elapsed = time.monotonic() - t0
     result = {
@@ -225,6 +289,7 @@ def main() -> int:
         "model_trained": trained,
         "settings": vars(args),
         "elapsed_s": round(elapsed, 1),
+        "calibration": calibration,
         "roi_frame": [width, height],
         "roi": summarise(roi) if roi else None,
         "full_frame": summarise(full) if full else None,

@@ -92,6 +92,29 @@ def test_dead_band_and_rate_limit(predictor: Predictor) -> None:
         assert scope.focus_stage.z_um == pytest.approx(z_before + scope.focus_stage.direction * expected)
 
 
+def test_the_lock_holds_the_focus_offset(predictor: Predictor) -> None:
+    scope = make_scope(noise=False)  # the same frame, and so the same estimate, at the same z
+    scope.focus_stage.move_to(2.0)
+    options = {"min_confidence": 0.0, "gain": 1.0, "max_correction_um": 10.0}
+    probe = make_lock(scope, predictor, dead_band_um=1000.0, **options)
+    probe.start()
+    estimate = probe.step()["defocus_um"]
+    # an estimate at the offset is inside the dead band: nothing moves
+    held = make_lock(scope, predictor, dead_band_um=0.05, focus_offset_um=estimate, **options)
+    held.start()
+    update = held.step()
+    assert update["defocus_um"] == pytest.approx(estimate, abs=1e-4)
+    assert update["correction_um"] == 0.0 and scope.focus_stage.z_um == 2.0
+    # 1 um away from the offset: the lock corrects the difference, not the whole estimate
+    lock = make_lock(scope, predictor, dead_band_um=0.05, focus_offset_um=estimate - 1.0, **options)
+    lock.start()
+    update = lock.step()
+    assert update["correction_um"] == pytest.approx(1.0, abs=1e-4)
+    assert scope.focus_stage.z_um == pytest.approx(2.0 + scope.focus_stage.direction * 1.0, abs=1e-4)
+    with pytest.raises(ValueError, match="focus_offset_um"):
+        FocusLockOptions(focus_offset_um=9.0)
+
+
 def test_a_correction_outside_the_limits_stops_the_lock(predictor: Predictor) -> None:
     scope = make_scope(z_limits_um=(-0.001, 0.001))
     lock = make_lock(scope, predictor, min_confidence=0.0, dead_band_um=0.0, max_correction_um=5.0)

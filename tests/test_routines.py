@@ -255,6 +255,29 @@ def test_final_move_approaches_from_the_configured_side(predictor: Predictor, ap
     assert last["to_z_um"] == pytest.approx(record.start_z_um + scope.focus_stage.direction * estimate, abs=1e-9)
 
 
+@pytest.mark.parametrize("routine", ["oneshot", "hybrid"])
+def test_the_correction_aims_at_the_focus_offset(predictor: Predictor, routine: str) -> None:
+    scope = make_scope()
+    scope.focus_stage.move_to(1.0)
+    options = AutofocusOptions(
+        min_confidence=0.0, min_move_um=0.0, verify=False, approach="none", focus_offset_um=-1.5
+    )
+    record = run_autofocus(routine, scope.camera, scope.focus_stage, predictor, options)
+    assert record.outcome == "moved" and len(record.moves) == 1 and record.focus_offset_um == -1.5
+    estimate = record.estimates[0]["defocus_um"]
+    expected_z = 1.0 + scope.focus_stage.direction * (estimate + 1.5)
+    assert record.moves[0]["to_z_um"] == pytest.approx(expected_z, abs=1e-9)
+    # an estimate already at the offset (within min_move_um) moves nothing
+    again = AutofocusOptions(min_confidence=0.0, min_move_um=100.0, verify=False, focus_offset_um=-1.5)
+    assert run_autofocus(routine, scope.camera, scope.focus_stage, predictor, again).moves == []
+
+
+@pytest.mark.parametrize("offset", [5.5, -7.0, float("nan"), float("inf")])
+def test_a_focus_offset_out_of_range_is_refused_with_the_allowed_range(offset: float) -> None:
+    with pytest.raises(ValueError, match=r"focus_offset_um.*(-5\.\.\+5 um|finite)"):
+        AutofocusOptions(focus_offset_um=offset)
+
+
 def test_uint16_frames_are_scaled_by_the_camera_bit_depth(predictor: Predictor) -> None:
     scope = make_scope(bit_depth=12, noise=False)
     scope.focus_stage.move_to(2.0)

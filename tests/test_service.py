@@ -303,6 +303,13 @@ def test_invalid_autofocus_options_are_refused(client: TestClient, options: dict
     assert client.get("/status").json()["busy_job"] is None
 
 
+@pytest.mark.parametrize("path", ["/autofocus", "/focus-lock"])
+def test_a_focus_offset_out_of_range_is_refused_with_the_allowed_range(client: TestClient, path: str) -> None:
+    r = client.post(path, json={"options": {"focus_offset_um": 7.5}}, headers=AUTH)
+    assert "-5..+5 um" in assert_problem(r, 422, "validation")["detail"]
+    assert client.get("/status").json()["busy_job"] is None
+
+
 def test_unknown_routine_is_refused(client: TestClient) -> None:
     problem = assert_problem(client.post("/autofocus", json={"routine": "magic"}, headers=AUTH), 422, "validation")
     assert "oneshot" in problem["detail"]

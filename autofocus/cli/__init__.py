@@ -21,6 +21,7 @@ SUBCOMMANDS: tuple[tuple[str, str], ...] = (
     ("serve", "serve"),
     ("predict", "predict"),
     ("focus", "focus"),
+    ("offset", "offset"),
     ("simulate", "simulate"),
     ("acquire", "acquire"),
     ("dataset", "dataset"),

@@ -38,6 +38,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-tiles", type=int, default=None, help="non-blank tiles per frame, centre first")
     parser.add_argument("--min-confidence", type=float, default=None, help="refuse below this confidence (0..1)")
     parser.add_argument("--no-verify", action="store_true", help="one-shot/hybrid: skip the verify frame")
+    parser.add_argument(
+        "--focus-offset-um",
+        type=float,
+        default=None,
+        help="one-shot/hybrid: end where the model reads this defocus (measure it with `autofocus offset`)",
+    )
     parser.add_argument("--approach", choices=("below", "above", "none"), default=None, help="final approach side")
     parser.add_argument("--search-range-um", type=float, default=None, help="z-scan: search range centred on start")
     parser.add_argument("--tolerance-um", type=float, default=None, help="z-scan: Brent tolerance")
@@ -57,6 +63,7 @@ def run(args: argparse.Namespace) -> int:
         "tolerance_um": args.tolerance_um,
         "coarse_step_um": args.coarse_step_um,
         "measure": args.measure,
+        "focus_offset_um": args.focus_offset_um,
     }
     options = AutofocusOptions(verify=not args.no_verify, **{k: v for k, v in overrides.items() if v is not None})
     predictor = None
