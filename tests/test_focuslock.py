@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import numpy as np
 import pytest
 from model_quality import expect_failure_below_target
+from sim_scope import open_scope
 
 from autofocus.cancel import CancelToken
 from autofocus.focuslock import FocusLock, FocusLockOptions
@@ -14,14 +16,7 @@ from autofocus.predictor import Predictor
 from drivers.errors import ConnectionLostError
 from drivers.simulated import DriftModel, SimulatedMicroscope
 
-
-def make_scope(**kwargs: Any) -> SimulatedMicroscope:
-    params: dict[str, Any] = {"seed": 5, "specimen": "tissue", "frame_shape": (448, 448)}
-    params.update(kwargs)
-    scope = SimulatedMicroscope(**params)
-    scope.camera.open()
-    scope.focus_stage.open()
-    return scope
+make_scope = partial(open_scope, seed=5, specimen="tissue")
 
 
 @pytest.fixture(scope="module")

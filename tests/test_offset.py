@@ -3,26 +3,18 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from functools import partial
 
 import pytest
+from sim_scope import open_scope
 
 from autofocus.cli import main
 from autofocus.offset import measure_focus_offset
 from autofocus.predictor import Predictor
 from drivers.errors import UnreliableEstimateError
-from drivers.simulated import SimulatedMicroscope
 
 SIM = ["--hw", "sim_frame_width=448", "--hw", "sim_frame_height=448", "--hw", "sim_specimen=cells", "--threads", "1"]
-
-
-def make_scope(**kwargs: Any) -> SimulatedMicroscope:
-    params: dict[str, Any] = {"seed": 7, "specimen": "cells", "frame_shape": (448, 448), "noise": False}
-    params.update(kwargs)
-    scope = SimulatedMicroscope(**params)
-    scope.camera.open()
-    scope.focus_stage.open()
-    return scope
+make_scope = partial(open_scope, seed=7, specimen="cells", noise=False)
 
 
 @pytest.fixture(scope="module")

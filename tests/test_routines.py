@@ -7,27 +7,22 @@ reason) only while the bundled weights are the untrained placeholder.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from functools import partial
 from typing import Any
 
 import numpy as np
 import pytest
 from model_quality import expect_failure_below_target
+from sim_scope import open_scope
 
 from autofocus.predictor import Predictor
 from autofocus.routines import AutofocusOptions, CancelToken, run_autofocus
 from drivers.errors import CancelledError, ConnectionLostError, DeviceTimeoutError, LimitError, UnreliableEstimateError
-from drivers.simulated import SimulatedMicroscope
 
 FRAME = (448, 448)
 
 
-def make_scope(**kwargs: Any) -> SimulatedMicroscope:
-    params: dict[str, Any] = {"seed": 3, "specimen": "tissue", "frame_shape": FRAME}
-    params.update(kwargs)
-    scope = SimulatedMicroscope(**params)
-    scope.camera.open()
-    scope.focus_stage.open()
-    return scope
+make_scope = partial(open_scope, seed=3, specimen="tissue", frame_shape=FRAME)
 
 
 @pytest.fixture(scope="module")

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 from typing import Any
 
-from autofocus.aggregation import AGGREGATES, DEFAULT_AGGREGATE
 from autofocus.cli.hardware_options import add_hardware_arguments, load_settings
+from autofocus.cli.predictor_options import add_predictor_arguments, predictor_from_args
 
 HELP = "run one autofocus routine (oneshot, hybrid, zscan) on a camera and focus stage"
 
@@ -26,16 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="simulator only: first put the stage where the true defocus is this value (um)",
     )
-    parser.add_argument("--model", type=Path, default=None, help="checkpoint .pt or .onnx (default: bundled)")
-    parser.add_argument("--runtime", choices=("torch", "onnx"), default="torch")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument(
-        "--aggregate",
-        choices=AGGREGATES,
-        default=DEFAULT_AGGREGATE,
-        help=f"how tile estimates are combined (default {DEFAULT_AGGREGATE}; mean is the paper's)",
-    )
-    parser.add_argument("--max-tiles", type=int, default=None, help="non-blank tiles per frame, centre first")
+    add_predictor_arguments(parser)
     parser.add_argument("--min-confidence", type=float, default=None, help="refuse below this confidence (0..1)")
     parser.add_argument("--no-verify", action="store_true", help="one-shot/hybrid: skip the verify frame")
     parser.add_argument(
@@ -68,11 +58,7 @@ def run(args: argparse.Namespace) -> int:
     options = AutofocusOptions(verify=not args.no_verify, **{k: v for k, v in overrides.items() if v is not None})
     predictor = None
     if args.routine != "zscan":
-        from autofocus.predictor import Predictor
-
-        predictor = Predictor.from_checkpoint(
-            args.model, runtime=args.runtime, threads=args.threads, aggregate=args.aggregate, max_tiles=args.max_tiles
-        )
+        predictor = predictor_from_args(args)
     values, _ignored = load_settings(args.config, dict(args.hw))
     config = config_from_mapping(values)
     with open_hardware(config) as hw:

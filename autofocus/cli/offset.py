@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
-from autofocus.aggregation import AGGREGATES, DEFAULT_AGGREGATE
 from autofocus.cli.hardware_options import add_hardware_arguments, load_settings
+from autofocus.cli.predictor_options import add_predictor_arguments, predictor_from_args
 
 HELP = "measure the focus offset: what the model reads on a sample you have focused (no stage move)"
 
@@ -20,27 +19,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--frames", type=int, default=5, help="frames to snap where the stage is (default 5)")
     parser.add_argument("--min-confidence", type=float, default=0.3, help="frames below this confidence are ignored")
-    parser.add_argument("--model", type=Path, default=None, help="checkpoint .pt or .onnx (default: bundled)")
-    parser.add_argument("--runtime", choices=("torch", "onnx"), default="torch")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument(
-        "--aggregate",
-        choices=AGGREGATES,
-        default=DEFAULT_AGGREGATE,
-        help=f"how tile estimates are combined (default {DEFAULT_AGGREGATE}); use the one the routines will use",
-    )
-    parser.add_argument("--max-tiles", type=int, default=None, help="non-blank tiles per frame, centre first")
+    # give the same model options (--aggregate, --max-tiles) as the routines will use
+    add_predictor_arguments(parser)
     parser.add_argument("--json", action="store_true", help="print the reading as JSON")
 
 
 def run(args: argparse.Namespace) -> int:
     from autofocus.hardware import config_from_mapping, open_hardware
     from autofocus.offset import measure_focus_offset
-    from autofocus.predictor import Predictor
 
-    predictor = Predictor.from_checkpoint(
-        args.model, runtime=args.runtime, threads=args.threads, aggregate=args.aggregate, max_tiles=args.max_tiles
-    )
+    predictor = predictor_from_args(args)
     values, _ignored = load_settings(args.config, dict(args.hw))
     with open_hardware(config_from_mapping(values)) as hw:
         reading = measure_focus_offset(hw.camera, predictor, frames=args.frames, min_confidence=args.min_confidence)

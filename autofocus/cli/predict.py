@@ -9,25 +9,14 @@ from typing import Any
 
 import numpy as np
 
-from autofocus.aggregation import AGGREGATES, DEFAULT_AGGREGATE
+from autofocus.cli.predictor_options import add_predictor_arguments, predictor_from_args
 
 HELP = "predict the defocus (um) of image files (TIFF, PNG, JPEG) with LDSE-NET"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="image files (TIFF, PNG, JPEG, BMP)")
-    parser.add_argument("--model", type=Path, default=None, help="checkpoint .pt or exported .onnx (default: bundled)")
-    parser.add_argument("--runtime", choices=("torch", "onnx"), default="torch", help="inference runtime")
-    parser.add_argument("--threads", type=int, default=2, help="CPU threads for inference (default 2)")
-    parser.add_argument(
-        "--aggregate",
-        choices=AGGREGATES,
-        default=DEFAULT_AGGREGATE,
-        help=f"how tile estimates are combined (default {DEFAULT_AGGREGATE}; mean is the paper's)",
-    )
-    parser.add_argument(
-        "--max-tiles", type=int, default=None, help="use at most N non-blank tiles per image, centre first"
-    )
+    add_predictor_arguments(parser)
     parser.add_argument("--bit-depth", type=int, default=None, help="significant bits of 16-bit images (default 16)")
     parser.add_argument("--json", action="store_true", help="print a JSON array instead of a table")
     parser.add_argument("--tiles", action="store_true", help="with --json: include every tile and the 3x3 region map")
@@ -67,11 +56,7 @@ def _fmt(value: float | None, spec: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from autofocus.predictor import Predictor
-
-    predictor = Predictor.from_checkpoint(
-        args.model, runtime=args.runtime, threads=args.threads, aggregate=args.aggregate, max_tiles=args.max_tiles
-    )
+    predictor = predictor_from_args(args)
     rows: list[dict[str, Any]] = []
     for path in args.images:
         pred = predictor.predict(read_image(path), bit_depth=args.bit_depth)
