@@ -130,6 +130,25 @@ def test_operator_page_end_to_end(server: str, browser: Any) -> None:
     SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOT), full_page=True)
 
+    # in focus: "Set from estimate" takes the median of the live estimates at this Z as the focus
+    # offset, and the next one-shot aims at it
+    final_z = httpx.get(f"{server}/stage/z").json()["z_um"]
+    here = f"ui.liveEstimates.filter((e) => Math.abs(e.z - ({final_z})) < 0.01)"
+    wait_js(page, f"{here}.length >= 2", 30)
+    page.click("#offset-here")
+    page.wait_for_selector(".toast.ok", timeout=10_000)
+    assert "Focus offset set" in page.text_content(".toast.ok")
+    seen = sorted(e["v"] for e in page.evaluate(here))  # the estimates the page had when clicked (or one more)
+    offset = float(page.input_value("#focus-offset"))
+    assert min(seen) - 0.01 <= offset <= max(seen) + 0.01
+    page.click("#af-oneshot")
+    wait_js(page, "document.getElementById('job-text').textContent.includes('succeeded') || "
+            "document.getElementById('job-text').textContent.includes('failed')", 120)
+    jobs = httpx.get(f"{server}/jobs").json()
+    assert jobs[0]["params"]["routine"] == "oneshot"
+    assert jobs[0]["params"]["options"]["focus_offset_um"] == offset
+    wait_js(page, "document.querySelectorAll('.toast').length === 0", 15)
+
     # STOP cancels a running autofocus
     page.fill("#goto-z", "3")
     page.click("#goto-form button")

@@ -11,6 +11,7 @@ const KEY_STORE = "ldse-autofocus.apiKey";
 const TRACE_WINDOW_S = 180;
 const STATUS_PERIOD_MS = 1000;
 const ESTIMATE_PERIOD_MS = 2000;
+const OFFSET_FRAMES = 5;     // live estimates whose median "Set from estimate" takes
 
 const $ = (id) => document.getElementById(id);
 
@@ -21,6 +22,7 @@ const ui = {
   trackedJob: null,      // id of the job whose events we follow
   events: null,          // its EventSource
   estimating: false,
+  liveEstimates: [],     // the last live estimates [{z, v}], for "Set from estimate"
   regionMap: null,
   series: { z: [], est: [], truth: [] },
   connected: false,
@@ -379,6 +381,10 @@ async function pollEstimate() {
     try {
       const e = await api("GET", "/estimate");
       showEstimate(e);
+      if (Number.isFinite(e.defocus_um)) {
+        ui.liveEstimates.push({ z: e.z_um, v: e.defocus_um });
+        if (ui.liveEstimates.length > OFFSET_FRAMES) ui.liveEstimates.shift();
+      }
       ui.regionMap = e.region_map;
       drawOverlay();
     } catch (error) {
@@ -489,9 +495,30 @@ function trackJob(job) {
   };
 }
 
+/* The focus offset: routines and the lock end where the model reads this value (0: its focal plane). */
+function focusOffset() {
+  const value = Number($("focus-offset").value);
+  return Number.isFinite(value) ? value : 0;
+}
+
+/* Focused by eye? Take the median of the live estimates at this Z as the offset (autofocus offset). */
+function setOffsetFromEstimates() {
+  const z = ui.status && ui.status.stage ? ui.status.stage.z_um : null;
+  const here = ui.liveEstimates.filter((e) => z !== null && Math.abs(e.z - z) < 0.01).map((e) => e.v);
+  if (here.length === 0) {
+    toast("No live estimate at this Z yet", "turn on the live estimate and wait a few seconds", "bad");
+    return;
+  }
+  const sorted = [...here].sort((a, b) => a - b);
+  const mid = Math.floor(sorted.length / 2);
+  const median = sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
+  $("focus-offset").value = median.toFixed(2);
+  toast("Focus offset set", `${signed(median)} µm, the median of ${here.length} live estimates at Z ${fmt(z)} µm`, "ok");
+}
+
 async function startAutofocus(routine) {
   try {
-    const job = await api("POST", "/autofocus", { routine, options: {} });
+    const job = await api("POST", "/autofocus", { routine, options: { focus_offset_um: focusOffset() } });
     $("af-result").textContent = "";
     trackJob(job);
   } catch (error) {
@@ -523,7 +550,7 @@ async function setFocusLock(on) {
   try {
     if (on) {
       const interval = Math.max(0.5, Number($("lock-interval").value) || 2);
-      const job = await api("POST", "/focus-lock", { options: { interval_s: interval } });
+      const job = await api("POST", "/focus-lock", { options: { interval_s: interval, focus_offset_um: focusOffset() } });
       trackJob(job);
     } else {
       await api("DELETE", "/focus-lock");
@@ -590,6 +617,7 @@ function init() {
   });
   $("lock-toggle").addEventListener("change", (event) => setFocusLock(event.target.checked));
   $("runs-refresh").addEventListener("click", loadRuns);
+  $("offset-here").addEventListener("click", setOffsetFromEstimates);
   $("show-map").addEventListener("change", drawOverlay);
   window.addEventListener("resize", () => { drawOverlay(); drawTrace(); });
   startLiveView();
