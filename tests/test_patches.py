@@ -172,6 +172,22 @@ def test_tile_caches_built_in_parallel_serve_the_same_patches(tmp_path: Path) ->
         build_tile_caches([tmp_path / "data"], tmp_path / "cache", workers=0)
 
 
+def test_training_data_decoded_by_worker_processes_is_the_same(tmp_path: Path) -> None:
+    from models.train import patch_datasets
+
+    for name in ("a", "b"):
+        _make_dataset(tmp_path / "data" / name, stacks=2, planes=2)
+    plain = patch_datasets([tmp_path / "data"], augment=False, progress=False)
+    cache = tmp_path / "cache"
+    parallel = patch_datasets([tmp_path / "data"], augment=False, progress=False, cache_dir=cache, decode_workers=2)
+    assert len(list(cache.glob("*.tiles.npy"))) == 2  # built by the workers before the datasets opened
+    for a, b in zip(plain[:2], parallel[:2], strict=True):
+        assert len(a) == len(b) > 0
+        np.testing.assert_array_equal(a.defocus_um, b.defocus_um)
+        assert torch.equal(a[0][0], b[0][0])
+    assert plain[2]["data"]["train"]["patches"] == parallel[2]["data"]["train"]["patches"]
+
+
 def test_z_range_filter_and_mixed_references(tmp_path: Path) -> None:
     _make_dataset(tmp_path / "phys", stacks=1, planes=3)
     sub = PatchDataset(tmp_path / "phys", z_range_um=(-0.5, 1.0))
