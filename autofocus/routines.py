@@ -91,7 +91,7 @@ class AutofocusOptions:
     0: the model's focal plane). Set it to what the model reads where you want focus (the
     median of ``autofocus offset`` on a focused sample): that takes out the model's bias on your
     microscope. Or set it to a deliberate offset; unstained cells show more contrast a little
-    off focus.
+    off focus. The hybrid's local scan and the z-scan seek the sharpest plane and ignore it.
     Z-scan: ``measure`` (a name in ``autofocus.measures.MEASURES``), ``search_range_um``
     (centred on the start), ``tolerance_um`` (Brent's x tolerance), ``coarse_step_um`` (None:
     Brent only; else a grid at this step first, then Brent within +-1 step of the best),
