@@ -26,6 +26,7 @@ sys.path.insert(0, str(ROOT))
 
 from autofocus.aggregation import AGGREGATES, DEFAULT_AGGREGATE  # noqa: E402
 from autofocus.focuslock import FocusLock, FocusLockOptions  # noqa: E402
+from autofocus.offset import measure_focus_offset  # noqa: E402
 from autofocus.predictor import Predictor  # noqa: E402
 from drivers.simulated import DriftModel, SimulatedMicroscope  # noqa: E402
 from models.checkpoint import load_checkpoint  # noqa: E402
@@ -52,8 +53,16 @@ def main() -> int:
     parser.add_argument(
         "--aggregate", choices=AGGREGATES, default=DEFAULT_AGGREGATE, help="how tile estimates are combined"
     )
+    parser.add_argument(
+        "--calibrate-frames",
+        type=int,
+        default=0,
+        help="first measure the focus offset (autofocus offset) on this many frames at the in-focus start, "
+        "as a user does before starting a lock, and lock to it (0: no offset)",
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--name", default="focus_lock", help="result file name stem")
     args = parser.parse_args()
 
     width, height = (int(v) for v in args.frame.lower().split("x"))
@@ -93,7 +102,12 @@ def main() -> int:
             remaining -= step
             sample()
 
+    focus_offset_um = 0.0
+    if args.calibrate_frames > 0:  # the simulator starts in focus
+        focus_offset_um = measure_focus_offset(scope.camera, predictor, frames=args.calibrate_frames).focus_offset_um
+        print(f"focus offset {focus_offset_um:+.3f} um from {args.calibrate_frames} frames at focus")
     options = FocusLockOptions(
+        focus_offset_um=focus_offset_um,
         interval_s=args.interval_s,
         dead_band_um=args.dead_band_um,
         max_correction_um=args.max_correction_um,
@@ -126,6 +140,7 @@ def main() -> int:
         "model_trained": trained,
         "settings": vars(args),
         "elapsed_s": round(elapsed, 1),
+        "focus_offset_um": focus_offset_um,
         "frame": [width, height],
         "lock_frames": status["frames_snapped"],
         "corrections": status["corrections"],
@@ -147,7 +162,7 @@ def main() -> int:
         f"{elapsed:.0f} s wall"
     )
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "focus_lock.json").write_text(json.dumps({**result, "updates": updates[:2000]}, indent=1) + "\n")
+    (RESULTS / f"{args.name}.json").write_text(json.dumps({**result, "updates": updates[:2000]}, indent=1) + "\n")
 
     import matplotlib
 
@@ -167,8 +182,8 @@ def main() -> int:
         fontsize=9,
     )
     fig.tight_layout()
-    fig.savefig(RESULTS / "focus_lock.png", dpi=120)
-    print(f"wrote {RESULTS / 'focus_lock.json'} and .png")
+    fig.savefig(RESULTS / f"{args.name}.png", dpi=120)
+    print(f"wrote {RESULTS / args.name}.json and .png")
     return 0
 
 
