@@ -39,7 +39,7 @@ from typing import Any, Literal
 import numpy as np
 
 from autofocus.cancel import CancelToken
-from autofocus.routines import FramePredictor, check_focus_offset
+from autofocus.routines import FramePredictor, check_focus_offset, frame_bit_depth
 from drivers.base import Camera, FocusStage
 from drivers.errors import LimitError
 
@@ -160,10 +160,7 @@ class FocusLock:
             self.frames_snapped += 1
             source = "snapped"
         self.steps += 1
-        bit_depth = o.bit_depth
-        if bit_depth is None and frame.dtype == np.uint16:
-            bit_depth = self.camera.bit_depth  # a 12-bit camera's uint16 frames are scaled by 4095
-        pred = self.predictor.predict(frame, bit_depth=bit_depth)
+        pred = self.predictor.predict(frame, bit_depth=frame_bit_depth(frame, self.camera, o.bit_depth))
         z_before = self.stage.z_um
         reliable = pred.tiles_used > 0 and pred.defocus_um is not None and pred.confidence >= o.min_confidence
         moved_um = 0.0

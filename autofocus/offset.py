@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from autofocus.routines import MAX_FOCUS_OFFSET_UM, FramePredictor
+from autofocus.routines import MAX_FOCUS_OFFSET_UM, FramePredictor, frame_bit_depth
 from drivers.base import Camera
 from drivers.errors import UnreliableEstimateError
 
@@ -65,8 +65,7 @@ def measure_focus_offset(
     camera.flush()  # frames queued before the call may predate the last stage move
     for _ in range(frames):
         frame = camera.snap()
-        depth = bit_depth if bit_depth is not None else (camera.bit_depth if frame.dtype == np.uint16 else None)
-        pred = predictor.predict(frame, bit_depth=depth)
+        pred = predictor.predict(frame, bit_depth=frame_bit_depth(frame, camera, bit_depth))
         estimates.append(pred.defocus_um)
         confidences.append(float(pred.confidence))
     reliable = [

@@ -64,6 +64,14 @@ class FramePredictor(Protocol):
     def predict(self, frame: np.ndarray, bit_depth: int | None = None) -> Any: ...
 
 
+def frame_bit_depth(frame: np.ndarray, camera: Camera, option: int | None) -> int | None:
+    """Significant bits of ``frame`` for the predictor: the option if set, else the camera's for
+    ``uint16`` frames (a 12-bit camera's frames are scaled by 4095), None for ``uint8``."""
+    if option is not None:
+        return option
+    return camera.bit_depth if frame.dtype == np.uint16 else None
+
+
 MAX_FOCUS_OFFSET_UM = 5.0
 
 
@@ -248,7 +256,7 @@ class _Run:
         frame = self.snap()
         self.cancel.raise_if_cancelled("predict")
         z = self.stage.z_um
-        pred = self.predictor.predict(frame, bit_depth=self.bit_depth(frame))
+        pred = self.predictor.predict(frame, bit_depth=frame_bit_depth(frame, self.camera, self.options.bit_depth))
         entry = {
             "z_um": z,
             "defocus_um": pred.defocus_um,
@@ -261,12 +269,6 @@ class _Run:
         self.record.confidence = float(pred.confidence)
         self.emit("estimate", **entry)
         return pred
-
-    def bit_depth(self, frame: np.ndarray) -> int | None:
-        """Significant bits of ``frame``: the option, else the camera's for 16-bit frames."""
-        if self.options.bit_depth is not None:
-            return self.options.bit_depth
-        return self.camera.bit_depth if frame.dtype == np.uint16 else None
 
     def _leg(self, target_um: float, reason: str) -> None:
         """One checked move; ``flush`` before the next snap."""

@@ -29,7 +29,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from autofocus.aggregation import DEFAULT_AGGREGATE
+from autofocus.aggregation import DEFAULT_AGGREGATE, Aggregate
 from autofocus.hardware import HardwareConfig
 from drivers.errors import ConfigurationError
 
@@ -89,7 +89,7 @@ class Settings(HardwareConfig, BaseSettings):
     )
     runtime: Literal["torch", "onnx"] = Field(default="torch", description="inference runtime")
     predictor_threads: int = Field(default=2, ge=1, le=64, description="CPU threads for inference")
-    predictor_aggregate: Literal["mean", "median", "trimmed"] = Field(
+    predictor_aggregate: Aggregate = Field(
         default=DEFAULT_AGGREGATE,
         description="how tile estimates are combined into one defocus (mean is the paper's; trimmed is measured "
         "best in closed loop, docs/autofocus.md)",
