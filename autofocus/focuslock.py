@@ -5,6 +5,9 @@ already has: ``step(frame)`` then costs no extra exposure) and corrects it:
 
 * a **focus offset**: the lock holds the estimate at ``focus_offset_um`` (0: the model's focal
   plane), so it corrects ``defocus - focus_offset_um`` (see ``AutofocusOptions.focus_offset_um``);
+* or a **calibration** (``autofocus.calibration.FocusCalibration``, given to ``FocusLock``) in
+  place of the offset: the error is the reading mapped to defocus through the curve measured on
+  this microscope;
 * a **dead band**: errors with ``|defocus - focus_offset_um| <= dead_band_um`` cause no move (no
   dithering on noise);
 * a **rate limit**: one step moves at most ``max_correction_um`` (large jumps are more often a
@@ -34,14 +37,17 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
 from autofocus.cancel import CancelToken
-from autofocus.routines import FramePredictor, check_focus_offset, frame_bit_depth
+from autofocus.routines import FramePredictor, check_calibration_choice, check_focus_offset, frame_bit_depth
 from drivers.base import Camera, FocusStage
 from drivers.errors import LimitError
+
+if TYPE_CHECKING:
+    from autofocus.calibration import FocusCalibration
 
 __all__ = ["LOCK_STATES", "FocusLock", "FocusLockOptions"]
 
@@ -92,6 +98,7 @@ class FocusLock:
         predictor: FramePredictor,
         options: FocusLockOptions | None = None,
         *,
+        calibration: FocusCalibration | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
@@ -99,6 +106,8 @@ class FocusLock:
         self.stage = stage
         self.predictor = predictor
         self.options = options or FocusLockOptions()
+        check_calibration_choice(calibration, self.options.focus_offset_um)
+        self.calibration = calibration
         self._clock = clock
         self._sleep = sleep
         self.state: LockState = "stopped"
@@ -165,6 +174,7 @@ class FocusLock:
         reliable = pred.tiles_used > 0 and pred.defocus_um is not None and pred.confidence >= o.min_confidence
         moved_um = 0.0
         rate_limited = False
+        error_um: float | None = None  # defocus from the wanted focus (offset or calibration applied)
         if not reliable:
             self._unreliable_run += 1
             self._reliable_run = 0
@@ -182,7 +192,10 @@ class FocusLock:
             if self.state == "paused_unreliable" and self._reliable_run >= o.resume_after:
                 self.state = "running"
                 self.reason = f"resumed after {self._reliable_run} reliable estimates"
-            error_um = pred.defocus_um - o.focus_offset_um
+            if self.calibration is not None:
+                error_um = self.calibration.defocus_um(pred.defocus_um)
+            else:
+                error_um = pred.defocus_um - o.focus_offset_um
             if self.state == "running" and abs(error_um) > o.dead_band_um:
                 correction = o.gain * error_um
                 if abs(correction) > o.max_correction_um:
@@ -202,6 +215,7 @@ class FocusLock:
             "time_s": self._clock(),
             "z_um": z_before,
             "defocus_um": pred.defocus_um,
+            "focus_error_um": error_um,
             "confidence": float(pred.confidence),
             "tiles_used": int(pred.tiles_used),
             "reliable": bool(reliable),

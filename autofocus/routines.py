@@ -2,7 +2,11 @@
 
 * ``oneshot`` (the paper's method): snap, predict, move by ``stage.direction * defocus``;
   with ``verify`` snap once more and correct once more. With a ``focus_offset_um`` the move is
-  by ``defocus - focus_offset_um``: the routine ends where the model reads the offset.
+  by ``defocus - focus_offset_um``: the routine ends where the model reads the offset. Given a
+  ``calibration`` (``autofocus.calibration``, an argument like the predictor, since it is measured
+  for one model on one microscope) the reading is instead mapped to defocus through that curve.
+  With ``aim_um`` the first correction aims at that defocus instead of focus, where the model
+  reads better, and the verify frame makes the last move.
 * ``zscan``: Micro-Manager OughtaFocus style: bounded Brent maximisation of a sharpness
   measure over ``[z0 - range/2, z0 + range/2]``, optionally after a coarse grid scan.
 * ``hybrid``: one-shot; only when its estimate is not confident, a short local z-scan.
@@ -29,7 +33,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
 
@@ -37,6 +41,9 @@ from autofocus.cancel import CancelToken
 from autofocus.measures import MEASURES, measure_by_name
 from drivers.base import Camera, FocusStage
 from drivers.errors import CancelledError, LimitError, UnreliableEstimateError
+
+if TYPE_CHECKING:  # autofocus.calibration imports this module
+    from autofocus.calibration import FocusCalibration
 
 __all__ = [
     "OUTCOMES",
@@ -73,6 +80,7 @@ def frame_bit_depth(frame: np.ndarray, camera: Camera, option: int | None) -> in
 
 
 MAX_FOCUS_OFFSET_UM = 5.0
+MAX_AIM_UM = 5.0
 
 
 def check_focus_offset(focus_offset_um: float) -> None:
@@ -89,6 +97,15 @@ def check_focus_offset(focus_offset_um: float) -> None:
         )
 
 
+def check_calibration_choice(calibration: FocusCalibration | None, focus_offset_um: float) -> None:
+    """``ValueError`` if both are set: the calibration already says where the model reads focus."""
+    if calibration is not None and focus_offset_um != 0.0:
+        raise ValueError(
+            f"give a calibration or focus_offset_um, not both (got focus_offset_um={focus_offset_um:+.3f}): "
+            f"the calibration already holds the reading at focus ({calibration.reading_at_focus_um:+.3f} um)"
+        )
+
+
 @dataclass
 class AutofocusOptions:
     """Settings of all routines; each routine reads the ones that concern it.
@@ -100,6 +117,12 @@ class AutofocusOptions:
     median of ``autofocus offset`` on a focused sample): that takes out the model's bias on your
     microscope. Or set it to a deliberate offset; unstained cells show more contrast a little
     off focus. The hybrid's local scan and the z-scan seek the sharpest plane and ignore it.
+    A calibration given to ``run_autofocus`` replaces ``focus_offset_um`` (giving both is an
+    error). ``aim_um`` (needs ``verify``): the first correction aims at this
+    defocus instead of focus and the verify correction goes the rest of the way. The bundled
+    model reads the positive side of focus more reliably than the region just below it (unstained
+    cells invert contrast there), so +2 um with a calibration is what ``docs/autofocus.md``
+    measured best; 0 (default) aims straight at focus.
     Z-scan: ``measure`` (a name in ``autofocus.measures.MEASURES``), ``search_range_um``
     (centred on the start), ``tolerance_um`` (Brent's x tolerance), ``coarse_step_um`` (None:
     Brent only; else a grid at this step first, then Brent within +-1 step of the best),
@@ -113,6 +136,7 @@ class AutofocusOptions:
     verify: bool = True
     min_move_um: float = 0.05
     focus_offset_um: float = 0.0
+    aim_um: float = 0.0
     measure: str = "tenengrad"
     search_range_um: float = 20.0
     tolerance_um: float = 0.3
@@ -129,6 +153,12 @@ class AutofocusOptions:
         if not 0.0 <= self.min_confidence <= 1.0:
             raise ValueError(f"min_confidence must be in [0, 1], got {self.min_confidence!r}")
         check_focus_offset(self.focus_offset_um)
+        if not (isinstance(self.aim_um, int | float) and math.isfinite(self.aim_um) and abs(self.aim_um) <= MAX_AIM_UM):
+            raise ValueError(f"aim_um must be a number within -{MAX_AIM_UM:g}..+{MAX_AIM_UM:g} um, got {self.aim_um!r}")
+        if self.aim_um != 0.0 and not self.verify:
+            raise ValueError(
+                f"aim_um={self.aim_um:+g} needs verify=True: the verify frame makes the move from the aim to focus"
+            )
         if self.measure not in MEASURES:
             raise ValueError(f"measure must be one of {sorted(MEASURES)}, got {self.measure!r}")
         for name in ("search_range_um", "tolerance_um", "hybrid_range_um", "hybrid_tolerance_um"):
@@ -160,7 +190,9 @@ class AutofocusRecord:
     routine: str
     started_at: str
     start_z_um: float
-    focus_offset_um: float = 0.0  # the defocus the one-shot and hybrid routines aimed at
+    focus_offset_um: float = 0.0  # the model reading the one-shot and hybrid routines end at
+    aim_um: float = 0.0  # the defocus the first correction aimed at (the verify one aims at focus)
+    calibration: dict[str, Any] | None = None  # FocusCalibration.summary() when one was used
     final_z_um: float | None = None
     frames_used: int = 0
     moves: list[dict[str, Any]] = field(default_factory=list)
@@ -209,6 +241,7 @@ class _Run:
         stage: FocusStage,
         predictor: FramePredictor | None,
         options: AutofocusOptions,
+        calibration: FocusCalibration | None,
         cancel: CancelToken,
         progress: Progress | None,
         sim_clock: Callable[[], float] | None,
@@ -217,6 +250,7 @@ class _Run:
         self.stage = stage
         self.predictor = predictor
         self.options = options
+        self.calibration = calibration
         self.cancel = cancel
         self.progress = progress
         self.sim_clock = sim_clock
@@ -227,6 +261,8 @@ class _Run:
             started_at=datetime.now(UTC).isoformat(timespec="milliseconds"),
             start_z_um=stage.z_um,
             focus_offset_um=options.focus_offset_um,
+            aim_um=options.aim_um,
+            calibration=calibration.summary() if calibration is not None else None,
         )
         self.needs_flush = True  # the camera may hold frames from before this run
 
@@ -259,7 +295,8 @@ class _Run:
         pred = self.predictor.predict(frame, bit_depth=frame_bit_depth(frame, self.camera, self.options.bit_depth))
         entry = {
             "z_um": z,
-            "defocus_um": pred.defocus_um,
+            "defocus_um": pred.defocus_um,  # the model's reading
+            "focus_error_um": self.focus_error(pred.defocus_um) if pred.defocus_um is not None else None,
             "confidence": float(pred.confidence),
             "tiles_used": int(pred.tiles_used),
             "tiles_total": int(pred.tiles_total),
@@ -318,9 +355,15 @@ class _Run:
         for i, point in enumerate(path):
             self._leg(point, reason if i == len(path) - 1 else f"{reason} (approach overshoot)")
 
-    def correct_estimate(self, pred: Any, reason: str) -> None:
-        """Move so that the model would read ``focus_offset_um``; no move below ``min_move_um``."""
-        error_um = pred.defocus_um - self.options.focus_offset_um
+    def focus_error(self, reading_um: float) -> float:
+        """Defocus from the wanted focus: through the calibration, else ``reading - focus_offset_um``."""
+        if self.calibration is not None:
+            return self.calibration.defocus_um(reading_um)
+        return reading_um - self.options.focus_offset_um
+
+    def correct_estimate(self, pred: Any, reason: str, aim_um: float = 0.0) -> None:
+        """Move to where the defocus would be ``aim_um`` (0: focus); no move below ``min_move_um``."""
+        error_um = self.focus_error(pred.defocus_um) - aim_um
         if abs(error_um) >= self.options.min_move_um:
             self.correct(error_um, reason)
 
@@ -357,7 +400,7 @@ def _oneshot(run: _Run) -> None:
     o = run.options
     pred = run.predict()
     run.check_reliable(pred)
-    run.correct_estimate(pred, "one-shot correction")
+    run.correct_estimate(pred, "one-shot correction", o.aim_um)
     if not o.verify:
         run.record.outcome = "moved"
         run.record.message = f"moved by the estimate {pred.defocus_um:+.3f} um (not verified)"
@@ -368,6 +411,11 @@ def _oneshot(run: _Run) -> None:
     except _RefusedError as exc:
         run.record.outcome = "not_converged"
         run.record.message = f"verify frame unreliable, kept the first correction: {exc.message}"
+        if o.aim_um != 0.0:  # finish the first estimate's move: from the aim to focus
+            try:
+                run.correct(o.aim_um, "aim to focus (verify frame unreliable)")
+            except _RefusedError as refused:
+                run.record.message += f"; the move from the aim to focus was refused too: {refused.message}"
         return
     run.correct_estimate(check, "verify correction")
     run.record.outcome = "converged"
@@ -489,7 +537,7 @@ def _hybrid(run: _Run) -> None:
     pred = run.predict()
     if not _reliable_or_local_scan(run, pred, "one-shot"):
         return
-    run.correct_estimate(pred, "one-shot correction")
+    run.correct_estimate(pred, "one-shot correction", o.aim_um)
     if not o.verify:
         run.record.outcome = "moved"
         run.record.message = f"moved by the estimate {pred.defocus_um:+.3f} um (not verified)"
@@ -511,11 +559,14 @@ def run_autofocus(
     cancel: CancelToken | None = None,
     progress: Progress | None = None,
     *,
+    calibration: FocusCalibration | None = None,
     sim_clock: Callable[[], float] | None = None,
 ) -> AutofocusRecord:
     """Run ``routine`` ("oneshot" | "hybrid" | "zscan") and return its record.
 
-    ``predictor`` may be ``None`` for "zscan". ``sim_clock`` (e.g. ``lambda: scope.time_s``)
+    ``predictor`` may be ``None`` for "zscan". ``calibration``: the predictor's reading curve on
+    this microscope (``autofocus.calibration``), used by one-shot and hybrid in place of
+    ``options.focus_offset_um``. ``sim_clock`` (e.g. ``lambda: scope.time_s``)
     adds the simulated duration to the record. ``progress`` gets a dict per step
     (``event``: "start", "estimate", "move", "score", "done", "error").
     """
@@ -524,8 +575,9 @@ def run_autofocus(
     if routine != "zscan" and predictor is None:
         raise ValueError(f"routine {routine!r} needs a predictor")
     options = options or AutofocusOptions()
+    check_calibration_choice(calibration, options.focus_offset_um)
     cancel = cancel or CancelToken()
-    run = _Run(routine, camera, stage, predictor, options, cancel, progress, sim_clock)
+    run = _Run(routine, camera, stage, predictor, options, calibration, cancel, progress, sim_clock)
     run.emit("start", start_z_um=run.record.start_z_um)
     try:
         try:

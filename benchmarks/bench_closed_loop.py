@@ -10,6 +10,11 @@ simulated time per routine; PNG of the residual against the starting defocus.
 ``--calibrate-fields K`` first measures the focus offset the way a user would
 (``autofocus.offset``: the model's reading on K focused fields per specimen, none of them a
 trial field) and runs one-shot + verify with that ``focus_offset_um``.
+``--curve-fields K`` instead measures a calibration curve per specimen the way a user would
+(``autofocus.calibration``: a +-``--curve-range-um`` sweep on K focused fields of that specimen,
+none of them a trial field; in a lab you calibrate on the kind of sample you image) and runs with
+it; ``--aim-um`` makes the first correction aim at that defocus (the one-shot column then
+measures the landing error against the aim).
 
 Cost control (one run must stay under ~15 min on 2 busy cores): fields come from a pool of
 ``--fields`` positions per specimen so the simulator's specimen cache is reused; the bulk of
@@ -37,6 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from autofocus.aggregation import AGGREGATES, DEFAULT_AGGREGATE  # noqa: E402
+from autofocus.calibration import FocusCalibration, measure_calibration  # noqa: E402
 from autofocus.offset import measure_focus_offset  # noqa: E402
 from autofocus.predictor import Predictor  # noqa: E402
 from autofocus.routines import AutofocusOptions, run_autofocus  # noqa: E402
@@ -115,6 +121,37 @@ def calibrate_focus_offset(
     return {"focus_offset_um": round(float(np.median(usable)), 3), "fields": len(readings), "readings": readings}
 
 
+def calibrate_curves(
+    *,
+    fields: int,
+    range_um: float,
+    predictor: Predictor,
+    specimens: list[str],
+    frame_shape: tuple[int, int],
+    seed: int,
+    backlash_um: float,
+) -> dict[str, FocusCalibration]:
+    """What a user does once per microscope and sample type: ``measure_calibration`` on ``fields``
+    focused fields (not the trials' fields), one curve per specimen kind."""
+    rng = np.random.default_rng([seed, 0xCA11B])
+    curves: dict[str, FocusCalibration] = {}
+    for kind, scope in open_scopes(specimens, seed, frame_shape, backlash_um).items():
+        scope.xy_stage.move_to(0.0, 0.0)
+        set_true_defocus(scope, 0.0)  # the user focuses the sample first
+        positions = [(float(x), float(y)) for x, y in rng.uniform(-5000, 5000, size=(fields, 2))]
+        curves[kind] = measure_calibration(
+            scope.camera,
+            scope.focus_stage,
+            predictor,
+            range_um=range_um,
+            step_um=0.5,
+            xy_stage=scope.xy_stage,
+            positions=positions,
+            source=f"{predictor.source} on {kind}",
+        )
+    return curves
+
+
 def run_trials(
     *,
     n: int,
@@ -127,11 +164,13 @@ def run_trials(
     deadline: float,
     backlash_um: float,
     focus_offset_um: float = 0.0,
+    curves: dict[str, FocusCalibration] | None = None,
+    aim_um: float = 0.0,
 ) -> list[dict[str, Any]]:
     rng = np.random.default_rng(seed)
     scopes = open_scopes(specimens, seed, frame_shape, backlash_um)
     pool = [(float(x), float(y)) for x, y in rng.uniform(-5000, 5000, size=(fields, 2))]
-    options = AutofocusOptions(verify=True, focus_offset_um=focus_offset_um)
+    options = AutofocusOptions(verify=True, focus_offset_um=focus_offset_um, aim_um=aim_um)
     zoptions = AutofocusOptions(search_range_um=24.0, tolerance_um=0.3)
     trials: list[dict[str, Any]] = []
     for i in range(n):
@@ -157,6 +196,7 @@ def run_trials(
             predictor,
             options,
             progress=progress,
+            calibration=(curves or {}).get(kind),
             sim_clock=lambda s=scope: s.time_s,
         )
         final = scope.true_defocus_um()
@@ -164,7 +204,8 @@ def run_trials(
             "specimen": kind,
             "field_um": field,
             "start_defocus_um": start_true,
-            "oneshot_residual_um": after_first[0] if after_first else start_true,
+            # the landing error of the first correction: against the aim (0: focus)
+            "oneshot_residual_um": (after_first[0] if after_first else start_true) - aim_um,
             "verify_residual_um": final,
             "frames": record.frames_used,
             "sim_time_s": record.sim_time_s,
@@ -227,6 +268,15 @@ def main() -> int:
         "not the trials' fields, and run the routines with it (0: no offset)",
     )
     parser.add_argument(
+        "--curve-fields",
+        type=int,
+        default=0,
+        help="first measure a calibration curve per specimen on this many focused fields (autofocus calibrate), "
+        "not the trials' fields, and run the routines with it (0: none)",
+    )
+    parser.add_argument("--curve-range-um", type=float, default=4.0, help="the calibration sweep's +- range")
+    parser.add_argument("--aim-um", type=float, default=0.0, help="the first correction's aim (defocus, um)")
+    parser.add_argument(
         "--aggregate", choices=AGGREGATES, default=DEFAULT_AGGREGATE, help="how tile estimates are combined"
     )
     parser.add_argument("--threads", type=int, default=2)
@@ -256,6 +306,25 @@ def main() -> int:
         )
         print(f"focus offset {calibration['focus_offset_um']:+.3f} um from {calibration['fields']} focused fields")
     focus_offset_um = calibration["focus_offset_um"] if calibration else 0.0
+    curves: dict[str, FocusCalibration] | None = None
+    if args.curve_fields > 0:
+        t_cal = time.monotonic()
+        curves = calibrate_curves(
+            fields=args.curve_fields,
+            range_um=args.curve_range_um,
+            predictor=predictor,
+            specimens=specimens,
+            frame_shape=(height, width),
+            seed=args.seed,
+            backlash_um=args.backlash_um,
+        )
+        for kind, cal in curves.items():
+            print(
+                f"calibration curve on {kind}: reads {cal.reading_at_focus_um:+.3f} um at focus; "
+                f"{np.round(cal.reading_um, 2).tolist()} at {cal.z_um[0]:+g}..{cal.z_um[-1]:+g} um "
+                f"({time.monotonic() - t_cal:.0f} s)",
+                flush=True,
+            )
     t0 = time.monotonic()
     deadline = t0 + args.time_budget_s
     full = run_trials(
@@ -269,6 +338,8 @@ def main() -> int:
         deadline=t0 + 0.3 * args.time_budget_s,  # full frames: few and expensive, at most 30 % of the budget
         backlash_um=args.backlash_um,
         focus_offset_um=focus_offset_um,
+        curves=curves,
+        aim_um=args.aim_um,
     )
     print(f"full-frame trials: {len(full)} in {time.monotonic() - t0:.0f} s", flush=True)
     roi = run_trials(
@@ -282,6 +353,8 @@ def main() -> int:
         deadline=deadline,
         backlash_um=args.backlash_um,
         focus_offset_um=focus_offset_um,
+        curves=curves,
+        aim_um=args.aim_um,
     )
     elapsed = time.monotonic() - t0
     result = {
@@ -290,6 +363,7 @@ def main() -> int:
         "settings": vars(args),
         "elapsed_s": round(elapsed, 1),
         "calibration": calibration,
+        "calibration_curves": {k: c.to_dict() for k, c in curves.items()} if curves else None,
         "roi_frame": [width, height],
         "roi": summarise(roi) if roi else None,
         "full_frame": summarise(full) if full else None,

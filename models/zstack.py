@@ -44,6 +44,7 @@ __all__ = [
     "StackInfo",
     "ZStackDataset",
     "ZStackWriter",
+    "atomic_write_bytes",
     "check_z_reference",
     "common_z_reference",
     "find_datasets",
@@ -165,7 +166,8 @@ class StackInfo:
             raise DatasetError(f"{where}: stack {name!r} has a field of the wrong type ({exc})") from None
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file and ``os.replace``: never a half file."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
@@ -467,7 +469,7 @@ class ZStackWriter:
         if complete is not None:
             self._manifest["complete"] = bool(complete)
         data = json.dumps(self._manifest, indent=1, ensure_ascii=False).encode("utf-8")
-        _atomic_write_bytes(self.path / MANIFEST_NAME, data)
+        atomic_write_bytes(self.path / MANIFEST_NAME, data)
 
     def __enter__(self) -> ZStackWriter:
         return self

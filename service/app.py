@@ -22,7 +22,7 @@ from fastapi.staticfiles import StaticFiles
 from service.errors import PROBLEM_MEDIA_TYPE, install_error_handlers
 from service.metrics import Metrics
 from service.middleware import BodySizeLimitMiddleware, RequestMetricsMiddleware
-from service.routers import autofocus, camera, datasets, focus_lock, jobs, runs, stage, system, web
+from service.routers import autofocus, calibration, camera, datasets, focus_lock, jobs, runs, stage, system, web
 from service.settings import Settings
 from service.state import open_state
 
@@ -82,7 +82,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.service = None
     app.state.startup_error = None
     install_error_handlers(app)
-    for module in (system, stage, autofocus, focus_lock, datasets, jobs, runs, camera, web):
+    for module in (system, stage, autofocus, calibration, focus_lock, datasets, jobs, runs, camera, web):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=web.STATIC_DIR), name="static")
 
@@ -91,7 +91,7 @@ def create_app(settings: Settings) -> FastAPI:
         app.add_middleware(
             CORSMiddleware,
             allow_origins=settings.cors_origins,
-            allow_methods=["GET", "POST", "DELETE"],
+            allow_methods=["GET", "POST", "PUT", "DELETE"],
             allow_headers=["X-API-Key", "Content-Type", "Last-Event-ID"],
             expose_headers=["Location"],
         )

@@ -30,7 +30,7 @@ __all__ = ["TERMINAL", "DeviceLock", "Job", "JobFailedError", "JobManager", "Job
 log = logging.getLogger(__name__)
 
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
-JobKind = Literal["autofocus", "focus-lock", "acquire"]
+JobKind = Literal["autofocus", "focus-lock", "acquire", "calibration"]
 TERMINAL: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
 MAX_EVENTS = 2000  # per job; older events are dropped (the SSE stream starts from what is kept)
 

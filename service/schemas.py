@@ -55,6 +55,9 @@ class AutofocusRequest(_Strict):
         default="hybrid", description="oneshot: the paper's single-frame move; zscan: sharpness search; hybrid: both"
     )
     options: AutofocusOptionsIn = Field(default_factory=AutofocusOptionsIn, description="routine options")
+    use_calibration: bool = Field(
+        default=True, description="one-shot/hybrid: read defocus through the stored calibration (GET /calibration)"
+    )
 
 
 class MoveZRequest(_Strict):
@@ -91,7 +94,7 @@ class StopOut(BaseModel):
 
 class JobOut(BaseModel):
     id: str
-    kind: Literal["autofocus", "focus-lock", "acquire"]
+    kind: Literal["autofocus", "focus-lock", "acquire", "calibration"]
     status: JobStatusName
     params: dict[str, Any]
     created_at: str

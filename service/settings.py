@@ -106,6 +106,11 @@ class Settings(HardwareConfig, BaseSettings):
         default_factory=lambda: _state_dir() / "runs.sqlite3",
         description="SQLite file recording every autofocus run (created if missing)",
     )
+    calibration_file: Path = Field(
+        default_factory=lambda: _state_dir() / "calibration.json",
+        description="focus calibration (autofocus calibrate, PUT or POST /calibration) used by /autofocus and "
+        "/focus-lock; loaded at start when it exists, replaced atomically",
+    )
     data_root: Path = Field(
         default_factory=_data_dir,
         description="the only folder under which POST /datasets/acquire may write (created if missing)",

@@ -12,8 +12,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from autofocus.calibration import FocusCalibration
 from autofocus.hardware import Hardware, open_hardware
 from autofocus.predictor import Predictor
+from drivers.errors import ConfigurationError
+from service.errors import BadRequestError
 from service.hardware import FrameSource, TappedCamera
 from service.jobs import DeviceLock, Job, JobManager
 from service.metrics import Metrics
@@ -53,6 +56,7 @@ class ServiceState:
     started_monotonic_s: float = field(default_factory=time.monotonic)
     shutting_down: threading.Event = field(default_factory=threading.Event)
     focus_lock_job_id: str | None = None
+    calibration: FocusCalibration | None = None  # from settings.calibration_file
     last_prediction: dict[str, Any] | None = None
     last_device_error: str | None = None
     _streams: int = 0
@@ -94,6 +98,18 @@ class ServiceState:
             }
         )
 
+    def calibration_for(self, use_calibration: bool, focus_offset_um: float) -> FocusCalibration | None:
+        """The calibration a run uses: the stored one unless the request opts out (422 if it also sets an offset)."""
+        if not use_calibration or self.calibration is None:
+            return None
+        if focus_offset_um != 0.0:
+            raise BadRequestError(
+                f"options.focus_offset_um={focus_offset_um:+.3f} cannot be combined with the service's calibration, "
+                f"which already holds the focus (the model reads {self.calibration.reading_at_focus_um:+.3f} um "
+                "there): send focus_offset_um 0, or use_calibration false"
+            )
+        return self.calibration
+
     def simulated_truth(self) -> dict[str, float] | None:
         """The simulator's true defocus at the frame centre (``None`` on real hardware)."""
         scope = self.simulator
@@ -114,12 +130,26 @@ class ServiceState:
         self.hardware.close()
 
 
+def load_calibration(settings: Settings) -> FocusCalibration | None:
+    """``settings.calibration_file`` loaded; None if absent (``ConfigurationError`` if unreadable)."""
+    path = settings.calibration_file
+    if not path.exists():
+        return None
+    try:
+        return FocusCalibration.load(path)
+    except (OSError, ValueError) as exc:
+        raise ConfigurationError(
+            f"calibration_file: {exc}; fix or delete the file, or point calibration_file elsewhere"
+        ) from exc
+
+
 def open_state(settings: Settings, api_key: str, metrics: Metrics) -> ServiceState:
     """Open the runs database, load the model and open the hardware (in that order).
 
     Errors propagate so that start-up fails loudly; anything opened before a failure is closed.
     """
     runs = RunsDB(settings.runs_db)
+    calibration = load_calibration(settings)
     settings.data_root.mkdir(parents=True, exist_ok=True)
     predictor = Predictor.from_checkpoint(
         settings.model_path,
@@ -144,6 +174,7 @@ def open_state(settings: Settings, api_key: str, metrics: Metrics) -> ServiceSta
             jobs=jobs,
             runs=runs,
             metrics=metrics,
+            calibration=calibration,
         )
         jobs.on_job_done = state.job_done
     except BaseException:

@@ -15,6 +15,7 @@ def make_test_settings(tmp: Path, api_key: str, **overrides: Any) -> Settings:
         "sim_frame_height": 448,
         "api_key": api_key,
         "runs_db": str(tmp / "runs.sqlite3"),
+        "calibration_file": str(tmp / "calibration.json"),
         "data_root": str(tmp / "data"),
         "predictor_threads": 1,
     }

@@ -22,6 +22,7 @@ SUBCOMMANDS: tuple[tuple[str, str], ...] = (
     ("predict", "predict"),
     ("focus", "focus"),
     ("offset", "offset"),
+    ("calibrate", "calibrate"),
     ("simulate", "simulate"),
     ("acquire", "acquire"),
     ("dataset", "dataset"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 from typing import Any
 
 from autofocus.cli.hardware_options import add_hardware_arguments, load_settings
@@ -34,6 +35,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="one-shot/hybrid: end where the model reads this defocus (measure it with `autofocus offset`)",
     )
+    parser.add_argument(
+        "--calibration",
+        type=Path,
+        default=None,
+        help="one-shot/hybrid: read defocus through this curve (`autofocus calibrate`), not with --focus-offset-um",
+    )
+    parser.add_argument(
+        "--aim-um",
+        type=float,
+        default=None,
+        help="one-shot/hybrid: the first correction aims at this defocus, the verify one at focus (e.g. 2)",
+    )
     parser.add_argument("--approach", choices=("below", "above", "none"), default=None, help="final approach side")
     parser.add_argument("--search-range-um", type=float, default=None, help="z-scan: search range centred on start")
     parser.add_argument("--tolerance-um", type=float, default=None, help="z-scan: Brent tolerance")
@@ -43,6 +56,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from autofocus.calibration import FocusCalibration
     from autofocus.hardware import config_from_mapping, open_hardware
     from autofocus.routines import AutofocusOptions, run_autofocus
 
@@ -54,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
         "coarse_step_um": args.coarse_step_um,
         "measure": args.measure,
         "focus_offset_um": args.focus_offset_um,
+        "aim_um": args.aim_um,
     }
     options = AutofocusOptions(verify=not args.no_verify, **{k: v for k, v in overrides.items() if v is not None})
     predictor = None
@@ -75,6 +90,7 @@ def run(args: argparse.Namespace) -> int:
             hw.focus_stage,
             predictor,
             options,
+            calibration=FocusCalibration.load(args.calibration) if args.calibration is not None else None,
             sim_clock=(lambda: scope.time_s) if scope is not None else None,
         )
         result = record.to_dict()

@@ -84,6 +84,7 @@ def autofocus(request: AutofocusRequest, response: Response, state: State) -> di
     routine = request.routine
     options = request.options
     check_bit_depth(options.bit_depth, state.camera.bit_depth)
+    calibration = state.calibration_for(request.use_calibration and routine != "zscan", options.focus_offset_um)
     last_record: dict[str, Any] = {}
 
     def work(job: Job) -> dict[str, Any]:
@@ -101,6 +102,7 @@ def autofocus(request: AutofocusRequest, response: Response, state: State) -> di
             options,
             cancel=job.cancel_token,
             progress=progress,
+            calibration=calibration,
             sim_clock=sim_clock,
         )
         result = finite(record.to_dict())
@@ -120,7 +122,11 @@ def autofocus(request: AutofocusRequest, response: Response, state: State) -> di
     def finish(job: Job, result: dict[str, Any] | None, error: BaseException | None) -> None:
         _record_run(state, job, dict(last_record) or result, error)
 
-    params = {"routine": routine, "options": finite(_options_dict(options))}
+    params = {
+        "routine": routine,
+        "options": finite(_options_dict(options)),
+        "calibration": calibration.summary() if calibration is not None else None,
+    }
     job = state.jobs.start("autofocus", params, work, finish)
     return accepted(response, job)
 

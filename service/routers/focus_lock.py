@@ -33,6 +33,9 @@ class FocusLockRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     options: FocusLockOptionsIn = Field(default_factory=FocusLockOptionsIn, description="lock options")
+    use_calibration: bool = Field(
+        default=True, description="read defocus through the stored calibration (GET /calibration)"
+    )
     duration_s: Annotated[float | None, Field(gt=0, le=7 * 24 * 3600)] = Field(
         default=None, description="end the lock after this long; None: until DELETE /focus-lock"
     )
@@ -63,6 +66,7 @@ def start_focus_lock(request: FocusLockRequest, response: Response, state: State
     options = request.options
     duration_s = request.duration_s
     check_bit_depth(options.bit_depth, state.camera.bit_depth)
+    calibration = state.calibration_for(request.use_calibration, options.focus_offset_um)
 
     def work(job: Job) -> dict[str, Any]:
         lock = FocusLock(
@@ -70,6 +74,7 @@ def start_focus_lock(request: FocusLockRequest, response: Response, state: State
             state.hardware.focus_stage,
             state.predictor,
             options,
+            calibration=calibration,
             clock=time.monotonic,
             sleep=_sleeper(state, job),
         )
@@ -86,7 +91,12 @@ def start_focus_lock(request: FocusLockRequest, response: Response, state: State
         if state.focus_lock_job_id == job.id:
             state.focus_lock_job_id = None
 
-    job = state.jobs.start("focus-lock", {"options": finite(vars(options)), "duration_s": duration_s}, work, finish)
+    params = {
+        "options": finite(vars(options)),
+        "duration_s": duration_s,
+        "calibration": calibration.summary() if calibration is not None else None,
+    }
+    job = state.jobs.start("focus-lock", params, work, finish)
     state.focus_lock_job_id = job.id
     return accepted(response, job)
 

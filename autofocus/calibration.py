@@ -1,0 +1,325 @@
+"""Focus calibration: what the model reads at each defocus, measured on your microscope.
+
+A defocus model is not a ruler. On the simulator's 20x/0.75 the bundled model reads about
++0.5 um at true focus, about 1.4 um per um of defocus on the positive side and less on the
+negative side, and on unstained cells it cannot tell -1 um from +0.5 um (their contrast inverts
+through focus; ``docs/autofocus.md`` has the table). A single ``focus_offset_um`` takes out
+the first of these; a calibration curve takes out all three where the reading is monotonic.
+This is how hardware focus systems are set up: sweep Z through a focus you chose, record the
+sensor's signal, and invert that curve in use.
+
+``measure_calibration`` does the sweep: with the sample focused the way you want it, it steps
+the stage through ``-range_um..+range_um`` of defocus in ``step_um`` steps (every plane
+approached from below, so backlash is the same for all), on one or more fields of view, and
+records the median reading per plane. The stage returns to where it started.
+
+``FocusCalibration.defocus_um(reading)`` maps a reading back to defocus relative to that focus:
+an isotonic (non-decreasing) fit of the per-plane medians, inverted by linear interpolation.
+Planes whose fitted readings are equal (the model cannot tell them apart) map to the middle of
+their run; readings beyond the measured ends extend with slope 1 (the model's nominal scale).
+The routines and the focus lock use it in place of ``focus_offset_um`` (never both at once).
+
+Files are JSON (``save`` writes atomically; ``load`` checks the format and every field).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from autofocus.cancel import CancelToken
+from autofocus.routines import FramePredictor, frame_bit_depth
+from drivers.base import Camera, FocusStage, XYStage
+from drivers.errors import LimitError, UnreliableEstimateError
+from models.zstack import atomic_write_bytes
+
+__all__ = ["FORMAT", "FORMAT_VERSION", "MAX_RANGE_UM", "FocusCalibration", "grid_positions", "measure_calibration"]
+
+FORMAT = "ldse-focus-calibration"
+FORMAT_VERSION = 1
+MAX_RANGE_UM = 10.0  # the bundled model's training range
+MIN_SPAN_UM = 0.5  # a curve whose fitted readings span less than this cannot be inverted usefully
+
+Progress = Callable[[dict[str, Any]], None]
+
+
+def _isotonic(values: np.ndarray) -> np.ndarray:
+    """Least-squares non-decreasing fit (pool adjacent violators)."""
+    blocks: list[list[float]] = []  # [mean, count]
+    for v in values:
+        blocks.append([float(v), 1.0])
+        while len(blocks) > 1 and blocks[-2][0] > blocks[-1][0]:
+            m2, n2 = blocks.pop()
+            m1, n1 = blocks.pop()
+            blocks.append([(m1 * n1 + m2 * n2) / (n1 + n2), n1 + n2])
+    return np.concatenate([np.full(int(n), m) for m, n in blocks])
+
+
+@dataclass
+class FocusCalibration:
+    """Median model reading per defocus plane; ``defocus_um`` inverts it. ``to_dict()`` is JSON-friendly."""
+
+    z_um: list[float]  # defocus of each plane relative to the focus set when measuring, increasing
+    reading_um: list[float]  # median reading of the reliable frames at that plane
+    spread_um: list[float]  # standard deviation of those readings (0 with one field)
+    fields: int  # fields of view the sweep visited
+    source: str = ""  # the model that was read (a checkpoint path or name)
+    created_at: str = ""
+    _knot_reading: np.ndarray = field(init=False, repr=False, compare=False)
+    _knot_z: np.ndarray = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        z = np.asarray(self.z_um, dtype=float)
+        r = np.asarray(self.reading_um, dtype=float)
+        s = np.asarray(self.spread_um, dtype=float)
+        if not (z.ndim == 1 and z.shape == r.shape == s.shape):
+            raise ValueError(
+                f"z_um, reading_um and spread_um must be lists of one length, got {z.shape}, {r.shape}, {s.shape}"
+            )
+        if z.size < 3:
+            raise ValueError(f"a calibration needs at least 3 planes, got {z.size}")
+        if not (np.all(np.isfinite(z)) and np.all(np.isfinite(r)) and np.all(np.isfinite(s)) and np.all(s >= 0)):
+            raise ValueError("z_um, reading_um and spread_um must be finite numbers (spread >= 0)")
+        if np.any(np.diff(z) <= 0):
+            raise ValueError("z_um must be strictly increasing")
+        if not (z[0] <= 0.0 <= z[-1]):
+            raise ValueError(f"the planes must include focus: z_um spans {z[0]:+.3f}..{z[-1]:+.3f} um")
+        if isinstance(self.fields, bool) or not isinstance(self.fields, int) or self.fields < 1:
+            raise ValueError(f"fields must be an integer >= 1, got {self.fields!r}")
+        fitted = _isotonic(r)
+        if fitted[-1] - fitted[0] < MIN_SPAN_UM:
+            raise ValueError(
+                f"the model's reading changes by only {fitted[-1] - fitted[0]:.3f} um over "
+                f"{z[0]:+.2f}..{z[-1]:+.2f} um of defocus (at least {MIN_SPAN_UM} um is needed): sweep a wider "
+                "range; was the sample in focus and in view, and is the model trained for this objective?"
+            )
+        # runs of equal fitted readings collapse to one knot at the middle of their z
+        starts = np.flatnonzero(np.r_[True, np.diff(fitted) > 1e-9])
+        ends = np.r_[starts[1:], fitted.size]
+        self._knot_reading = fitted[starts]
+        self._knot_z = np.array([z[a:b].mean() for a, b in zip(starts, ends, strict=True)])
+        self.z_um, self.reading_um, self.spread_um = z.tolist(), r.tolist(), s.tolist()
+
+    def defocus_um(self, reading_um: float) -> float:
+        """The defocus (relative to the calibrated focus) at which the model gives ``reading_um``."""
+        kr, kz = self._knot_reading, self._knot_z
+        if reading_um <= kr[0]:
+            return float(kz[0] + (reading_um - kr[0]))
+        if reading_um >= kr[-1]:
+            return float(kz[-1] + (reading_um - kr[-1]))
+        return float(np.interp(reading_um, kr, kz))
+
+    @property
+    def reading_at_focus_um(self) -> float:
+        """What the model reads at the calibrated focus (the equivalent ``focus_offset_um``)."""
+        return float(np.interp(0.0, self.z_um, _isotonic(np.asarray(self.reading_um))))
+
+    def summary(self) -> dict[str, Any]:
+        """A short description for records and status pages."""
+        return {
+            "z_range_um": [self.z_um[0], self.z_um[-1]],
+            "planes": len(self.z_um),
+            "fields": self.fields,
+            "reading_at_focus_um": round(self.reading_at_focus_um, 3),
+            "source": self.source,
+            "created_at": self.created_at,
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "z_um": self.z_um,
+            "reading_um": self.reading_um,
+            "spread_um": self.spread_um,
+            "fields": self.fields,
+            "source": self.source,
+            "created_at": self.created_at,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str = "calibration") -> FocusCalibration:
+        """Rebuild from ``to_dict()`` output; ``ValueError`` naming ``where`` and the field if anything is off."""
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            raise ValueError(f"{where}: not a focus calibration (expected an object with format {FORMAT!r})")
+        if data.get("format_version") != FORMAT_VERSION:
+            raise ValueError(
+                f"{where}: format_version {data.get('format_version')!r} is not supported (this version reads "
+                f"{FORMAT_VERSION})"
+            )
+        missing = [k for k in ("z_um", "reading_um", "spread_um", "fields") if k not in data]
+        if missing:
+            raise ValueError(f"{where}: missing {', '.join(missing)}")
+        unknown = sorted(
+            set(data)
+            - {"format", "format_version", "z_um", "reading_um", "spread_um", "fields", "source", "created_at"}
+        )
+        if unknown:
+            raise ValueError(f"{where}: unknown field(s) {', '.join(unknown)}")
+        try:
+            return cls(
+                z_um=[float(v) for v in data["z_um"]],
+                reading_um=[float(v) for v in data["reading_um"]],
+                spread_um=[float(v) for v in data["spread_um"]],
+                fields=data["fields"],
+                source=str(data.get("source", "")),
+                created_at=str(data.get("created_at", "")),
+            )
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{where}: {exc}") from None
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write JSON atomically (a crash leaves the old file or the new one, never half of one)."""
+        target = Path(path)
+        atomic_write_bytes(target, (json.dumps(self.to_dict(), indent=1) + "\n").encode())
+        return target
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> FocusCalibration:
+        source = Path(path)
+        try:
+            data = json.loads(source.read_text())
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{source}: not JSON ({exc})") from None
+        return cls.from_dict(data, where=str(source))
+
+
+def _planes(range_um: float, step_um: float) -> np.ndarray:
+    if not (math.isfinite(step_um) and step_um > 0):
+        raise ValueError(f"step_um must be a positive number, got {step_um!r}")
+    if not (math.isfinite(range_um) and step_um <= range_um <= MAX_RANGE_UM):
+        raise ValueError(f"range_um must be in [step_um, {MAX_RANGE_UM:g}] um, got {range_um!r}")
+    k = math.floor(range_um / step_um + 1e-9)
+    return step_um * np.arange(-k, k + 1, dtype=float)
+
+
+def grid_positions(center: tuple[float, float], count: int, spacing_um: float) -> list[tuple[float, float]]:
+    """``count`` positions on a square grid around ``center``, nearest first (the centre is the first)."""
+    if count < 1:
+        raise ValueError(f"the number of fields must be >= 1, got {count}")
+    if not (math.isfinite(spacing_um) and spacing_um > 0):
+        raise ValueError(f"the field spacing must be > 0 um, got {spacing_um}")
+    half = math.ceil(math.sqrt(count))
+    offsets = [(i, j) for i in range(-half, half + 1) for j in range(-half, half + 1)]
+    offsets.sort(key=lambda ij: (ij[0] ** 2 + ij[1] ** 2, ij))
+    return [(center[0] + i * spacing_um, center[1] + j * spacing_um) for i, j in offsets[:count]]
+
+
+def measure_calibration(
+    camera: Camera,
+    stage: FocusStage,
+    predictor: FramePredictor,
+    *,
+    range_um: float = 4.0,
+    step_um: float = 0.5,
+    xy_stage: XYStage | None = None,
+    positions: Sequence[tuple[float, float]] | None = None,
+    min_confidence: float = 0.3,
+    bit_depth: int | None = None,
+    source: str = "",
+    cancel: CancelToken | None = None,
+    progress: Progress | None = None,
+) -> FocusCalibration:
+    """Sweep defocus ``-range_um..+range_um`` around the current (focused) position and return the curve.
+
+    ``positions`` (needs ``xy_stage``): fields of view to sweep, one after the other; None sweeps
+    the current field only. Every move is checked against the soft limits and ``max_step_um``
+    before the first one (``LimitError``: nothing moved). Planes where fewer than half of the
+    fields gave a reliable reading (not blank, confidence >= ``min_confidence``) are left out.
+    The stage (and the XY stage) return to the start; on any error or cancel the stage stops
+    where it is and the error says after how many planes.
+    """
+    planes = _planes(range_um, step_um)
+    if positions is not None and xy_stage is None:
+        raise ValueError("positions need an xy_stage")
+    fields = list(positions) if positions is not None else [None]
+    if not fields:
+        raise ValueError("positions must name at least one field of view (or be None for the current one)")
+    if not 0.0 <= min_confidence <= 1.0:
+        raise ValueError(f"min_confidence must be in [0, 1], got {min_confidence!r}")
+    cancel = cancel or CancelToken()
+    z0 = stage.z_um
+    xy0 = xy_stage.xy_um if xy_stage is not None else None
+    targets = sorted(z0 - stage.direction * planes)  # stage z of every plane, increasing: approach from below
+    z_of = {float(t): float(d) for t, d in zip(z0 - stage.direction * planes, planes, strict=True)}
+    pre = targets[0] - step_um  # every sweep starts below its first plane
+    lo, hi = stage.limits_um
+    for point in (pre, targets[-1]):
+        if not lo <= point <= hi:
+            raise LimitError(
+                f"{stage.name}: the sweep needs z_um={point:.3f}, outside the soft limits [{lo:.3f}, {hi:.3f}] um; "
+                "nothing moved (reduce range_um or re-centre the stage)"
+            )
+
+    def move_to(target: float) -> None:
+        # legs of at most max_step_um (the way back from the top of a sweep can be long)
+        z = stage.z_um
+        n = max(1, math.ceil(abs(target - z) / stage.max_step_um - 1e-9))
+        for k in range(1, n + 1):
+            cancel.raise_if_cancelled("move")
+            stage.move_to(z + (target - z) * k / n)
+
+    readings: dict[float, list[float]] = {float(d): [] for d in planes}
+    done = 0
+    try:
+        for i, position in enumerate(fields):
+            if position is not None and xy_stage is not None:
+                cancel.raise_if_cancelled("move")
+                xy_stage.move_to(float(position[0]), float(position[1]))
+            move_to(pre)
+            for target in targets:
+                move_to(float(target))
+                camera.flush()  # frames queued before the move show the old plane
+                cancel.raise_if_cancelled("snap")
+                frame = camera.snap()
+                pred = predictor.predict(frame, bit_depth=frame_bit_depth(frame, camera, bit_depth))
+                d = z_of[float(target)]
+                ok = pred.defocus_um is not None and pred.tiles_used > 0 and pred.confidence >= min_confidence
+                if ok:
+                    readings[d].append(float(pred.defocus_um))
+                done += 1
+                if progress is not None:
+                    progress(
+                        {
+                            "event": "plane",
+                            "field": i,
+                            "defocus_um": d,
+                            "reading_um": pred.defocus_um,
+                            "reliable": ok,
+                            "planes_done": done,
+                            "planes_total": len(fields) * len(targets),
+                        }
+                    )
+        move_to(z0 - step_um if z0 - step_um >= lo else z0)
+        move_to(z0)
+        if xy_stage is not None and xy0 is not None and positions is not None:
+            xy_stage.move_to(*xy0)
+    except BaseException as exc:
+        try:
+            stage.stop()
+        except Exception as stop_exc:  # reported with the original error, never hidden
+            exc.add_note(f"stopping the stage after the error failed too: {stop_exc!r}")
+        exc.add_note(f"calibration sweep stopped after {done} of {len(fields) * len(targets)} planes")
+        raise
+    kept = [d for d in planes if 2 * len(readings[float(d)]) >= len(fields) and readings[float(d)]]
+    if len(kept) < 3 or not (kept[0] <= 0.0 <= kept[-1]):
+        raise UnreliableEstimateError(
+            f"only {len(kept)} of {len(planes)} planes gave reliable readings on at least half of the fields "
+            "(at least 3, on both sides of focus, are needed): calibrate on fields with more specimen in view"
+        )
+    return FocusCalibration(
+        z_um=[float(d) for d in kept],
+        reading_um=[float(np.median(readings[float(d)])) for d in kept],
+        spread_um=[float(np.std(readings[float(d)])) for d in kept],
+        fields=len(fields),
+        source=source,
+        created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+    )

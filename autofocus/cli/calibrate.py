@@ -1,0 +1,70 @@
+"""``autofocus calibrate``: sweep Z through a focused sample and save the model's reading curve."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from autofocus.cli.hardware_options import add_hardware_arguments, load_settings
+from autofocus.cli.predictor_options import add_predictor_arguments, predictor_from_args
+
+HELP = "measure a calibration curve: the model's reading at each defocus around a sample you have focused"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("out", type=Path, help="calibration file to write (JSON), for `autofocus focus --calibration`")
+    add_hardware_arguments(
+        parser,
+        "a hardware setting (autofocus.hardware.HardwareConfig field), wins over --config; "
+        "default: the simulated microscope, which starts in focus",
+    )
+    parser.add_argument("--range-um", type=float, default=4.0, help="sweep -R..+R um of defocus (default 4)")
+    parser.add_argument("--step-um", type=float, default=0.5, help="plane spacing (default 0.5 um)")
+    parser.add_argument(
+        "--fields", type=int, default=1, help="fields of view to sweep, a grid around the current one (needs XY stage)"
+    )
+    parser.add_argument("--field-spacing-um", type=float, default=500.0, help="grid spacing of the fields (um)")
+    parser.add_argument("--min-confidence", type=float, default=0.3, help="frames below this confidence are ignored")
+    # give the same model options (--aggregate, --max-tiles) as the routines will use
+    add_predictor_arguments(parser)
+    parser.add_argument("--json", action="store_true", help="print the calibration as JSON")
+
+
+def run(args: argparse.Namespace) -> int:
+    from autofocus.calibration import grid_positions, measure_calibration
+    from autofocus.hardware import config_from_mapping, open_hardware
+
+    if not args.out.parent.is_dir():
+        raise ValueError(f"cannot write {args.out}: folder {args.out.parent} does not exist")
+    predictor = predictor_from_args(args)
+    values, _ignored = load_settings(args.config, dict(args.hw))
+    with open_hardware(config_from_mapping(values)) as hw:
+        positions = None
+        if args.fields > 1:
+            if hw.xy_stage is None:
+                raise ValueError(
+                    f"--fields {args.fields} needs an XY stage; this configuration has none (give --fields 1)"
+                )
+            positions = grid_positions(hw.xy_stage.xy_um, args.fields, args.field_spacing_um)
+        cal = measure_calibration(
+            hw.camera,
+            hw.focus_stage,
+            predictor,
+            range_um=args.range_um,
+            step_um=args.step_um,
+            xy_stage=hw.xy_stage,
+            positions=positions,
+            min_confidence=args.min_confidence,
+            source=predictor.source or "bundled",
+        )
+    cal.save(args.out)
+    if args.json:
+        print(json.dumps(cal.to_dict(), indent=1))
+    else:
+        print(f"calibration of {len(cal.z_um)} planes on {cal.fields} field(s) written to {args.out}")
+        print(f"  defocus (um): {' '.join(f'{z:+5.1f}' for z in cal.z_um)}")
+        print(f"  reading (um): {' '.join(f'{r:+5.1f}' for r in cal.reading_um)}")
+        print(f"  the model reads {cal.reading_at_focus_um:+.3f} um at your focus")
+        print(f"  use it with: autofocus focus --calibration {args.out} --aim-um 2")
+    return 0

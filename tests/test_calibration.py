@@ -1,0 +1,227 @@
+"""Focus calibration: the curve's maths, its file, the sweep on the simulator, and its use by the
+routines and the focus lock (real bundled predictor, small frames)."""
+
+from __future__ import annotations
+
+import json
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from sim_scope import open_scope
+
+from autofocus.calibration import FocusCalibration, measure_calibration
+from autofocus.focuslock import FocusLock, FocusLockOptions
+from autofocus.predictor import Predictor
+from autofocus.routines import AutofocusOptions, CancelToken, run_autofocus
+from drivers.errors import CancelledError, LimitError, UnreliableEstimateError
+
+make_scope = partial(open_scope, seed=3, specimen="tissue", frame_shape=(448, 448))
+
+
+@pytest.fixture(scope="module")
+def predictor() -> Predictor:
+    return Predictor.from_checkpoint(None, runtime="torch", threads=1)
+
+
+def curve(z: list[float], reading: list[float]) -> FocusCalibration:
+    return FocusCalibration(z_um=z, reading_um=reading, spread_um=[0.0] * len(z), fields=1)
+
+
+# -- the curve ----------------------------------------------------------------------------------------
+def test_a_linear_curve_is_inverted_exactly_and_extended_with_slope_one() -> None:
+    z = list(np.arange(-3.0, 3.01, 0.5))
+    cal = curve(z, [1.5 * v + 0.5 for v in z])  # reads 0.5 um at focus, 1.5 um per um
+    for true in (-2.7, -0.25, 0.0, 1.3, 2.9):
+        assert cal.defocus_um(1.5 * true + 0.5) == pytest.approx(true, abs=1e-9)
+    assert cal.reading_at_focus_um == pytest.approx(0.5)
+    # beyond the measured ends: slope 1 from the last point
+    assert cal.defocus_um(1.5 * 3.0 + 0.5 + 2.0) == pytest.approx(5.0)
+    assert cal.defocus_um(1.5 * -3.0 + 0.5 - 1.0) == pytest.approx(-4.0)
+
+
+def test_a_non_monotonic_stretch_is_fitted_and_maps_to_the_middle_of_its_run() -> None:
+    # like unstained cells: just below focus the model reads too high, so -1, -0.5 and 0 tie
+    z = [-2.0, -1.5, -1.0, -0.5, 0.0, 0.5, 1.0]
+    reading = [-2.0, -1.4, 1.5, 0.9, 0.6, 1.2, 1.8]
+    cal = curve(z, reading)
+    tied = (1.5 + 0.9 + 0.6) / 3  # the isotonic fit pools the violators
+    assert cal.defocus_um(tied) == pytest.approx(-0.5)  # the middle of -1.0, -0.5, 0.0
+    assert cal.defocus_um(1.8) == pytest.approx(1.0)
+    assert cal.defocus_um(-1.4) == pytest.approx(-1.5)
+    readings = np.linspace(-3, 3, 61)
+    mapped = [cal.defocus_um(r) for r in readings]
+    assert np.all(np.diff(mapped) >= 0)  # the inverse is monotonic too
+
+
+@pytest.mark.parametrize(
+    ("z", "reading", "message"),
+    [
+        ([-1.0, 0.0, 1.0], [0.2, 0.3, 0.35], "changes by only"),
+        ([1.0, 2.0, 3.0], [1.0, 2.0, 3.0], "include focus"),
+        ([-1.0, 0.0], [-1.0, 0.0], "at least 3 planes"),
+        ([-1.0, 1.0, 0.0], [-1.0, 1.0, 0.0], "strictly increasing"),
+        ([-1.0, 0.0, 1.0], [-1.0, float("nan"), 1.0], "finite"),
+    ],
+)
+def test_a_curve_that_cannot_be_inverted_is_refused(z: list[float], reading: list[float], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        curve(z, reading)
+
+
+def test_the_file_round_trips_and_bad_files_say_what_is_wrong(tmp_path: Path) -> None:
+    cal = FocusCalibration(
+        z_um=[-1.0, 0.0, 1.0], reading_um=[-0.5, 0.4, 1.6], spread_um=[0.1, 0.2, 0.1], fields=3, source="bundled"
+    )
+    path = cal.save(tmp_path / "cal.json")
+    again = FocusCalibration.load(path)
+    assert again.to_dict() == cal.to_dict() and again.defocus_um(1.0) == cal.defocus_um(1.0)
+    assert [p.name for p in tmp_path.iterdir()] == ["cal.json"]  # no temporary file left behind
+    bad = tmp_path / "bad.json"
+    for content, message in [
+        ("{not json", "not JSON"),
+        (json.dumps({"format": "something-else"}), "not a focus calibration"),
+        (json.dumps({**cal.to_dict(), "format_version": 99}), "format_version 99"),
+        (json.dumps({**cal.to_dict(), "z_mu": [1]}), "unknown field"),
+        (json.dumps({k: v for k, v in cal.to_dict().items() if k != "reading_um"}), "missing reading_um"),
+        (json.dumps({**cal.to_dict(), "fields": 0}), "fields must be"),
+    ]:
+        bad.write_text(content)
+        with pytest.raises(ValueError, match=message):
+            FocusCalibration.load(bad)
+
+
+# -- the sweep on the simulator ----------------------------------------------------------------------------
+def test_the_sweep_reads_every_plane_and_returns_the_stage(predictor: Predictor) -> None:
+    scope = make_scope(backlash_um=0.3)
+    scope.xy_stage.open()
+    assert scope.true_defocus_um() == pytest.approx(0.0, abs=1e-6)
+    z0, xy0 = scope.focus_stage.z_um, scope.xy_stage.xy_um
+    events: list[dict[str, Any]] = []
+    cal = measure_calibration(
+        scope.camera,
+        scope.focus_stage,
+        predictor,
+        range_um=2.0,
+        step_um=1.0,
+        xy_stage=scope.xy_stage,
+        positions=[(0.0, 0.0), (600.0, 0.0)],
+        progress=events.append,
+        source="bundled",
+    )
+    assert cal.z_um == [-2.0, -1.0, 0.0, 1.0, 2.0] and cal.fields == 2
+    assert len(events) == 10 and events[-1]["planes_done"] == 10
+    # every plane's reading is the median of what the model read there on the two fields
+    at_focus = [e["reading_um"] for e in events if e["defocus_um"] == 0.0]
+    assert cal.reading_um[2] == pytest.approx(float(np.median(at_focus)))
+    # the model reads further out as the specimen goes further out: the curve rises overall
+    assert cal.reading_um[-1] - cal.reading_um[0] > 2.0
+    assert scope.focus_stage.z_um == pytest.approx(z0, abs=1e-9) and scope.xy_stage.xy_um == pytest.approx(xy0)
+
+
+def test_a_sweep_outside_the_soft_limits_moves_nothing(predictor: Predictor) -> None:
+    scope = make_scope(z_limits_um=(-3.0, 3.0))
+    with pytest.raises(LimitError, match="soft limits"):
+        measure_calibration(scope.camera, scope.focus_stage, predictor, range_um=4.0, step_um=1.0)
+    assert scope.focus_stage.z_um == 0.0
+    with pytest.raises(ValueError, match="range_um"):
+        measure_calibration(scope.camera, scope.focus_stage, predictor, range_um=12.0)
+    with pytest.raises(ValueError, match="xy_stage"):
+        measure_calibration(scope.camera, scope.focus_stage, predictor, positions=[(0.0, 0.0)])
+
+
+def test_a_cancelled_sweep_stops_the_stage_and_says_where(predictor: Predictor) -> None:
+    scope = make_scope()
+    cancel = CancelToken()
+
+    def cancel_after_two(event: dict[str, Any]) -> None:
+        if event["planes_done"] == 2:
+            cancel.cancel("operator")
+
+    with pytest.raises(CancelledError) as info:
+        measure_calibration(
+            scope.camera,
+            scope.focus_stage,
+            predictor,
+            range_um=2.0,
+            step_um=1.0,
+            cancel=cancel,
+            progress=cancel_after_two,
+        )
+    assert any("after 2 of 5 planes" in note for note in info.value.__notes__)
+    assert not scope.focus_stage.is_busy()
+
+
+def test_a_blank_slide_gives_no_calibration(predictor: Predictor) -> None:
+    scope = make_scope(stain_scale=0.0, phase_scale=0.0)
+    with pytest.raises(UnreliableEstimateError, match="planes gave reliable readings"):
+        measure_calibration(scope.camera, scope.focus_stage, predictor, range_um=1.0, step_um=0.5)
+
+
+# -- use by the routines and the focus lock -----------------------------------------------------------------
+CAL = FocusCalibration(
+    z_um=[-4.0, -2.0, 0.0, 2.0, 4.0], reading_um=[-3.0, -1.2, 0.5, 3.1, 6.0], spread_um=[0.0] * 5, fields=1
+)
+
+
+def test_a_calibration_with_an_offset_or_an_aim_without_verify_is_refused(predictor: Predictor) -> None:
+    scope = make_scope()
+    with pytest.raises(ValueError, match="not both"):
+        offset = AutofocusOptions(focus_offset_um=0.4)
+        run_autofocus("oneshot", scope.camera, scope.focus_stage, predictor, offset, calibration=CAL)
+    with pytest.raises(ValueError, match="not both"):
+        FocusLock(scope.camera, scope.focus_stage, predictor, FocusLockOptions(focus_offset_um=0.4), calibration=CAL)
+    assert scope.focus_stage.z_um == 0.0
+    with pytest.raises(ValueError, match="needs verify"):
+        AutofocusOptions(aim_um=2.0, verify=False)
+    with pytest.raises(ValueError, match=r"aim_um must be .*-5\.\.\+5 um"):
+        AutofocusOptions(aim_um=6.0)
+
+
+@pytest.mark.parametrize("routine", ["oneshot", "hybrid"])
+def test_the_first_move_aims_through_the_calibration(predictor: Predictor, routine: str) -> None:
+    scope = make_scope()
+    scope.focus_stage.move_to(-scope.focus_stage.direction * 3.0)  # true defocus +3 um
+    options = AutofocusOptions(min_confidence=0.0, min_move_um=0.0, approach="none", aim_um=1.5)
+    record = run_autofocus(routine, scope.camera, scope.focus_stage, predictor, options, calibration=CAL)
+    first, verify = record.estimates
+    direction = scope.focus_stage.direction
+    expected_first = record.start_z_um + direction * (CAL.defocus_um(first["defocus_um"]) - 1.5)
+    assert record.moves[0]["to_z_um"] == pytest.approx(expected_first, abs=1e-9)
+    expected_last = expected_first + direction * CAL.defocus_um(verify["defocus_um"])
+    assert record.moves[-1]["to_z_um"] == pytest.approx(expected_last, abs=1e-9)
+    assert first["focus_error_um"] == pytest.approx(CAL.defocus_um(first["defocus_um"]))
+    assert record.aim_um == 1.5 and record.calibration == CAL.summary()
+
+
+def test_with_an_aim_an_unreliable_verify_frame_still_ends_at_the_first_estimate(predictor: Predictor) -> None:
+    scope = make_scope()
+    scope.focus_stage.move_to(-scope.focus_stage.direction * 3.0)
+
+    def specimen_leaves_the_view(event: dict[str, Any]) -> None:
+        if event["event"] == "move":  # after the first correction the frame goes blank
+            scope.stain_scale = scope.phase_scale = 0.0
+
+    options = AutofocusOptions(min_confidence=0.0, min_move_um=0.0, approach="none", aim_um=2.0)
+    record = run_autofocus(
+        "oneshot", scope.camera, scope.focus_stage, predictor, options, progress=specimen_leaves_the_view
+    )
+    assert record.outcome == "not_converged" and "verify frame unreliable" in record.message
+    assert [m["reason"] for m in record.moves] == ["one-shot correction", "aim to focus (verify frame unreliable)"]
+    expected = record.start_z_um + scope.focus_stage.direction * record.estimates[0]["defocus_um"]
+    assert record.final_z_um == pytest.approx(expected, abs=1e-9)  # where the first estimate put focus
+
+
+def test_the_focus_lock_corrects_through_the_calibration(predictor: Predictor) -> None:
+    scope = make_scope()
+    scope.focus_stage.move_to(-scope.focus_stage.direction * 2.5)
+    options = FocusLockOptions(dead_band_um=0.0, gain=1.0, max_correction_um=10.0, min_confidence=0.0)
+    lock = FocusLock(scope.camera, scope.focus_stage, predictor, options, calibration=CAL)
+    lock.start()
+    z_before = scope.focus_stage.z_um
+    update = lock.step()
+    assert update["focus_error_um"] == pytest.approx(CAL.defocus_um(update["defocus_um"]))
+    assert update["correction_um"] == pytest.approx(update["focus_error_um"])
+    assert scope.focus_stage.z_um == pytest.approx(z_before + scope.focus_stage.direction * update["correction_um"])

@@ -1,0 +1,108 @@
+"""/calibration on the service (TestClient, simulated microscope, bundled model): store, measure,
+use in /autofocus and /focus-lock, persist across a restart, refuse bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from service_settings import make_test_settings
+from test_service import AUTH, KEY, assert_problem, wait_job
+
+from autofocus.calibration import FocusCalibration
+from drivers.errors import ConfigurationError
+from service.app import create_app
+
+LINEAR = FocusCalibration(
+    z_um=[-2.0, -1.0, 0.0, 1.0, 2.0], reading_um=[-2.5, -1.0, 0.5, 2.0, 3.5], spread_um=[0.0] * 5, fields=1
+).to_dict()
+
+
+@pytest.fixture(scope="module")
+def tmp(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("svc-cal")
+
+
+@pytest.fixture(scope="module")
+def client(tmp: Path) -> TestClient:
+    with TestClient(create_app(make_test_settings(tmp, KEY))) as c:
+        yield c
+
+
+def test_store_read_and_drop_a_calibration(client: TestClient, tmp: Path) -> None:
+    assert client.get("/calibration").json() == {"active": False, "calibration": None, "summary": None}
+    assert client.put("/calibration", json=LINEAR).status_code == 401
+    stored = client.put("/calibration", json=LINEAR, headers=AUTH)
+    assert stored.status_code == 200, stored.text
+    assert stored.json()["active"] and stored.json()["summary"]["reading_at_focus_um"] == 0.5
+    assert json.loads((tmp / "calibration.json").read_text()) == LINEAR
+    assert client.get("/calibration").json()["calibration"] == LINEAR
+    dropped = client.delete("/calibration", headers=AUTH).json()
+    assert dropped["active"] is False and not (tmp / "calibration.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"reading_um": [0.1, 0.1, 0.1, 0.1, 0.1]}, "changes by only"),
+        ({"z_um": [1.0, 2.0, 3.0, 4.0, 5.0]}, "include focus"),
+        ({"spread_um": [0.0]}, "one length"),
+        ({"zz_um": [1.0]}, "zz_um"),
+        ({"format": "other"}, "format"),
+    ],
+)
+def test_a_bad_calibration_is_refused_and_the_old_one_kept(
+    client: TestClient, tmp: Path, change: dict[str, Any], message: str
+) -> None:
+    assert client.put("/calibration", json=LINEAR, headers=AUTH).status_code == 200
+    body = assert_problem(client.put("/calibration", json={**LINEAR, **change}, headers=AUTH), 422)
+    assert message in json.dumps(body)
+    assert client.get("/calibration").json()["calibration"] == LINEAR
+    assert json.loads((tmp / "calibration.json").read_text()) == LINEAR
+    client.delete("/calibration", headers=AUTH)
+
+
+def test_measure_then_autofocus_and_lock_read_through_it(client: TestClient) -> None:
+    bad = client.post("/calibration/measure", json={"range_um": 1.0, "step_um": 2.0}, headers=AUTH)
+    assert "larger than range_um" in assert_problem(bad, 422)["detail"]
+    r = client.post("/calibration/measure", json={"range_um": 2.0, "step_um": 1.0, "min_confidence": 0.0}, headers=AUTH)
+    assert r.status_code == 202, r.text
+    job = wait_job(client, r.json()["id"])
+    assert job["status"] == "succeeded", job
+    cal = FocusCalibration.from_dict(client.get("/calibration").json()["calibration"])
+    assert cal.z_um == [-2.0, -1.0, 0.0, 1.0, 2.0] and job["result"]["summary"] == cal.summary()
+
+    options = {"min_confidence": 0.0, "min_move_um": 0.0, "approach": "none", "aim_um": 1.0}
+    r = client.post("/autofocus", json={"routine": "oneshot", "options": options}, headers=AUTH)
+    job = wait_job(client, r.json()["id"])
+    assert job["params"]["calibration"] == cal.summary() and job["result"]["calibration"] == cal.summary()
+    for estimate in job["result"]["estimates"]:
+        assert estimate["focus_error_um"] == pytest.approx(cal.defocus_um(estimate["defocus_um"]))
+
+    # an offset and the calibration cannot both hold the focus
+    with_offset = {"routine": "oneshot", "options": {"focus_offset_um": 0.5}}
+    body = assert_problem(client.post("/autofocus", json=with_offset, headers=AUTH), 422)
+    assert "use_calibration false" in body["detail"]
+    assert_problem(client.post("/focus-lock", json={"options": {"focus_offset_um": 0.5}}, headers=AUTH), 422)
+    r = client.post("/autofocus", json={**with_offset, "use_calibration": False}, headers=AUTH)
+    job = wait_job(client, r.json()["id"])
+    assert job["params"]["calibration"] is None and job["result"]["focus_offset_um"] == 0.5
+
+    r = client.post("/focus-lock", json={"options": {"interval_s": 0.2}, "duration_s": 0.5}, headers=AUTH)
+    job = wait_job(client, r.json()["id"])
+    assert job["params"]["calibration"] == cal.summary()
+
+
+def test_the_calibration_survives_a_restart_and_a_broken_file_stops_the_start(tmp_path: Path) -> None:
+    (tmp_path / "calibration.json").write_text(json.dumps(LINEAR))
+    with TestClient(create_app(make_test_settings(tmp_path, KEY))) as c:
+        assert c.get("/calibration").json()["calibration"] == LINEAR
+    (tmp_path / "calibration.json").write_text("{broken")
+    with (
+        pytest.raises(ConfigurationError, match="calibration_file"),
+        TestClient(create_app(make_test_settings(tmp_path, KEY))),
+    ):
+        pass
