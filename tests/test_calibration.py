@@ -13,6 +13,7 @@ import pytest
 from sim_scope import open_scope
 
 from autofocus.calibration import FocusCalibration, measure_calibration
+from autofocus.cli import main
 from autofocus.focuslock import FocusLock, FocusLockOptions
 from autofocus.predictor import Predictor
 from autofocus.routines import AutofocusOptions, CancelToken, run_autofocus
@@ -225,3 +226,38 @@ def test_the_focus_lock_corrects_through_the_calibration(predictor: Predictor) -
     assert update["focus_error_um"] == pytest.approx(CAL.defocus_um(update["defocus_um"]))
     assert update["correction_um"] == pytest.approx(update["focus_error_um"])
     assert scope.focus_stage.z_um == pytest.approx(z_before + scope.focus_stage.direction * update["correction_um"])
+
+
+# -- the command line ---------------------------------------------------------------------------------------
+SIM = ["--hw", "sim_frame_width=448", "--hw", "sim_frame_height=448", "--threads", "1"]
+
+
+def test_cli_calibrate_then_focus_through_the_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "cal.json"
+    args = ["calibrate", str(path), "--range-um", "3", "--step-um", "1", "--fields", "2", "--min-confidence", "0"]
+    assert main([*args, "--json", *SIM]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    cal = FocusCalibration.load(path)
+    assert printed == cal.to_dict() and cal.z_um == [-3.0, -2.0, -1.0, 0.0, 1.0, 2.0, 3.0] and cal.fields == 2
+    focus = ["focus", "--routine", "oneshot", "--approach", "none", "--min-confidence", "0", "--sim-start-defocus-um"]
+    assert main([*focus, "3", "--calibration", str(path), "--aim-um", "1.5", "--json", *SIM]) in (0, 1)
+    record = json.loads(capsys.readouterr().out)
+    assert record["aim_um"] == 1.5 and record["calibration"] == cal.summary()
+    first = record["estimates"][0]
+    move = record["moves"][0]
+    # direction +1 in the simulator's default configuration: the move is the calibrated defocus minus the aim
+    assert move["to_z_um"] - move["from_z_um"] == pytest.approx(cal.defocus_um(first["defocus_um"]) - 1.5, abs=1e-6)
+
+
+def test_cli_calibrate_and_focus_refuse_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["calibrate", str(tmp_path / "no" / "cal.json"), *SIM]) == 2
+    assert "folder" in capsys.readouterr().err
+    assert main(["calibrate", str(tmp_path / "c.json"), "--range-um", "20", *SIM]) == 2
+    assert "range_um must be in" in capsys.readouterr().err
+    (tmp_path / "bad.json").write_text("{}")
+    assert main(["focus", "--calibration", str(tmp_path / "bad.json"), *SIM]) == 2
+    assert "not a focus calibration" in capsys.readouterr().err
+    CAL.save(tmp_path / "good.json")
+    assert main(["focus", "--calibration", str(tmp_path / "good.json"), "--focus-offset-um", "0.5", *SIM]) == 2
+    assert "not both" in capsys.readouterr().err
+    assert not (tmp_path / "c.json").exists()

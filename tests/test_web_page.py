@@ -142,8 +142,12 @@ def test_operator_page_end_to_end(server: str, browser: Any) -> None:
     offset = float(page.input_value("#focus-offset"))
     assert min(seen) - 0.01 <= offset <= max(seen) + 0.01
     page.click("#af-oneshot")
-    wait_js(page, "document.getElementById('job-text').textContent.includes('succeeded') || "
-            "document.getElementById('job-text').textContent.includes('failed')", 120)
+    wait_js(
+        page,
+        "document.getElementById('job-text').textContent.includes('succeeded') || "
+        "document.getElementById('job-text').textContent.includes('failed')",
+        120,
+    )
     jobs = httpx.get(f"{server}/jobs").json()
     assert jobs[0]["params"]["routine"] == "oneshot"
     assert jobs[0]["params"]["options"]["focus_offset_um"] == offset
@@ -172,4 +176,43 @@ def test_tablet_layout(server: str, browser: Any) -> None:
     assert stop is not None and stop["width"] > 600 and stop["height"] >= 60  # big STOP across the page
     live = page.locator("#viewer").bounding_box()
     assert live is not None and live["width"] > 700
+    page.close()
+
+
+def test_calibrate_aim_and_drop_from_the_page(server: str, browser: Any) -> None:
+    page = browser.new_page(viewport={"width": 1440, "height": 900})
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(server + "/")
+    page.fill("#api-key", KEY)
+    page.click("#key-form button")
+    wait_js(page, "document.getElementById('cal-text').textContent === 'No calibration.'", 30)
+    # the operator focuses the sample first (here with the simulator's truth), then calibrates there
+    stage = httpx.get(f"{server}/stage/z").json()
+    focus_z = round(stage["z_um"] + stage["direction"] * truth_um(server), 2)
+    page.fill("#goto-z", str(focus_z))
+    page.click("#goto-form button")
+    wait_js(page, f"Math.abs(Number(document.getElementById('z-value').textContent) - ({focus_z})) < 0.011", 30)
+    page.click("#cal-measure")
+    wait_js(page, "document.getElementById('cal-text').textContent.startsWith('Calibrated')", 180)
+    stored = httpx.get(f"{server}/calibration").json()
+    assert stored["active"] and f"{stored['summary']['reading_at_focus_um']:+.2f}" in page.text_content("#cal-text")
+    assert page.is_disabled("#focus-offset")  # the calibration holds the focus now
+    # a one-shot with the first move aimed 2 um beyond focus runs through the calibration
+    wait_js(page, "document.querySelectorAll('.toast').length === 0", 15)
+    page.fill("#aim", "2")
+    page.click("#af-oneshot")
+    wait_js(
+        page,
+        "document.getElementById('job-text').textContent.includes('succeeded') || "
+        "document.getElementById('job-text').textContent.includes('failed')",
+        120,
+    )
+    job = httpx.get(f"{server}/jobs").json()[0]
+    assert job["params"]["routine"] == "oneshot" and job["params"]["options"]["aim_um"] == 2
+    assert job["params"]["options"]["focus_offset_um"] == 0 and job["params"]["calibration"] == stored["summary"]
+    page.click("#cal-drop")
+    wait_js(page, "document.getElementById('cal-text').textContent === 'No calibration.'", 15)
+    assert not page.is_disabled("#focus-offset") and httpx.get(f"{server}/calibration").json()["active"] is False
+    assert errors == []
     page.close()

@@ -24,6 +24,7 @@ const ui = {
   estimating: false,
   liveEstimates: [],     // the last live estimates [{z, v}], for "Set from estimate"
   regionMap: null,
+  calibration: null,     // GET /calibration's summary when one is stored
   series: { z: [], est: [], truth: [] },
   connected: false,
 };
@@ -415,6 +416,7 @@ function describeProgress(p) {
     case "estimate": return `estimate ${signed(p.defocus_um)} µm (confidence ${fmt(p.confidence)}) at Z ${fmt(p.z_um)} µm`;
     case "move": return `moved to Z ${fmt(p.read_back_z_um, 2)} µm (${p.reason})`;
     case "score": return `sharpness ${p.score.toPrecision(3)} at Z ${fmt(p.z_um, 2)} µm`;
+    case "plane": return `calibration plane ${p.planes_done}/${p.planes_total}: reads ${signed(p.reading_um)} µm at ${signed(p.defocus_um)} µm`;
     default: return p.event || "working…";
   }
 }
@@ -446,6 +448,14 @@ function jobFinished(job) {
   ui.events = null;
   if (job.kind === "focus-lock") {
     setJobUi(job.kind, false, `Focus lock ended (${job.status}).`);
+  } else if (job.kind === "calibration") {
+    setJobUi(job.kind, false, `calibration ${job.status}${job.error ? ": " + job.error.detail : ""}`);
+    if (job.status === "succeeded") {
+      renderCalibration(job.result.summary);
+      toast("Calibrated", `the model reads ${signed(job.result.summary.reading_at_focus_um)} µm at this focus`, "ok");
+    } else if (job.status === "failed") {
+      toast("Calibration failed", job.error ? job.error.detail : "", "bad");
+    }
   } else {
     const message = job.error ? job.error.detail : (job.result && job.result.message) || "";
     setJobUi(job.kind, false, `${job.kind} ${job.status}${message ? ": " + message : ""}`);
@@ -501,6 +511,48 @@ function focusOffset() {
   return Number.isFinite(value) ? value : 0;
 }
 
+/* The first move's aim (one-shot, hybrid): 0 goes straight for focus. */
+function aim() {
+  const value = Number($("aim").value);
+  return Number.isFinite(value) ? value : 0;
+}
+
+/* The stored calibration holds the focus, so the offset box is off while one is in use. */
+function renderCalibration(summary) {
+  ui.calibration = summary;
+  $("cal-drop").hidden = !summary;
+  $("focus-offset").disabled = Boolean(summary);
+  $("focus-offset").title = summary ? "the calibration holds the focus; drop it to use an offset" : "";
+  $("cal-text").textContent = summary
+    ? `Calibrated: reads ${signed(summary.reading_at_focus_um)} µm at focus, ${fmt(summary.z_range_um[0], 1)}…${fmt(summary.z_range_um[1], 1)} µm, ${summary.fields} field(s)`
+    : "No calibration.";
+}
+
+async function loadCalibration() {
+  try {
+    renderCalibration((await api("GET", "/calibration")).summary);
+  } catch (error) {
+    console.warn("calibration:", error.message);
+  }
+}
+
+async function measureCalibration() {
+  try {
+    trackJob(await api("POST", "/calibration/measure", {}));
+  } catch (error) {
+    failed("Calibration", error);
+  }
+}
+
+async function dropCalibration() {
+  try {
+    renderCalibration((await api("DELETE", "/calibration")).summary);
+    toast("Calibration dropped", "runs use the focus offset again", "ok");
+  } catch (error) {
+    failed("Dropping the calibration", error);
+  }
+}
+
 /* Focused by eye? Take the median of the live estimates at this Z as the offset (autofocus offset). */
 function setOffsetFromEstimates() {
   const z = ui.status && ui.status.stage ? ui.status.stage.z_um : null;
@@ -518,7 +570,8 @@ function setOffsetFromEstimates() {
 
 async function startAutofocus(routine) {
   try {
-    const job = await api("POST", "/autofocus", { routine, options: { focus_offset_um: focusOffset() } });
+    const offset = ui.calibration ? 0 : focusOffset();
+    const job = await api("POST", "/autofocus", { routine, options: { focus_offset_um: offset, aim_um: routine === "zscan" ? 0 : aim() } });
     $("af-result").textContent = "";
     trackJob(job);
   } catch (error) {
@@ -550,7 +603,7 @@ async function setFocusLock(on) {
   try {
     if (on) {
       const interval = Math.max(0.5, Number($("lock-interval").value) || 2);
-      const job = await api("POST", "/focus-lock", { options: { interval_s: interval, focus_offset_um: focusOffset() } });
+      const job = await api("POST", "/focus-lock", { options: { interval_s: interval, focus_offset_um: ui.calibration ? 0 : focusOffset() } });
       trackJob(job);
     } else {
       await api("DELETE", "/focus-lock");
@@ -618,12 +671,15 @@ function init() {
   $("lock-toggle").addEventListener("change", (event) => setFocusLock(event.target.checked));
   $("runs-refresh").addEventListener("click", loadRuns);
   $("offset-here").addEventListener("click", setOffsetFromEstimates);
+  $("cal-measure").addEventListener("click", measureCalibration);
+  $("cal-drop").addEventListener("click", dropCalibration);
   $("show-map").addEventListener("change", drawOverlay);
   window.addEventListener("resize", () => { drawOverlay(); drawTrace(); });
   startLiveView();
   pollStatus();
   pollEstimate();
   loadRuns();
+  loadCalibration();
 }
 
 document.addEventListener("DOMContentLoaded", init);
