@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from autofocus.aggregation import AGGREGATES, DEFAULT_AGGREGATE  # noqa: E402
+from autofocus.calibration import FocusCalibration, measure_calibration  # noqa: E402
 from autofocus.focuslock import FocusLock, FocusLockOptions  # noqa: E402
 from autofocus.offset import measure_focus_offset  # noqa: E402
 from autofocus.predictor import Predictor  # noqa: E402
@@ -60,10 +61,19 @@ def main() -> int:
         help="first measure the focus offset (autofocus offset) on this many frames at the in-focus start, "
         "as a user does before starting a lock, and lock to it (0: no offset)",
     )
+    parser.add_argument(
+        "--calibrate-curve-um",
+        type=float,
+        default=0.0,
+        help="first measure a calibration curve (autofocus calibrate) over +-this range at the in-focus start "
+        "and lock through it (0: none; not with --calibrate-frames)",
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--name", default="focus_lock", help="result file name stem")
     args = parser.parse_args()
+    if args.calibrate_frames > 0 and args.calibrate_curve_um > 0:
+        parser.error("give --calibrate-frames or --calibrate-curve-um, not both")
 
     width, height = (int(v) for v in args.frame.lower().split("x"))
     trained = "untrained" not in str(load_checkpoint(args.model).meta.get("status", ""))
@@ -106,6 +116,12 @@ def main() -> int:
     if args.calibrate_frames > 0:  # the simulator starts in focus
         focus_offset_um = measure_focus_offset(scope.camera, predictor, frames=args.calibrate_frames).focus_offset_um
         print(f"focus offset {focus_offset_um:+.3f} um from {args.calibrate_frames} frames at focus")
+    calibration: FocusCalibration | None = None
+    if args.calibrate_curve_um > 0:  # a sweep around the in-focus start, on the lock's own field
+        calibration = measure_calibration(
+            scope.camera, scope.focus_stage, predictor, range_um=args.calibrate_curve_um, step_um=0.5
+        )
+        print(f"calibration: reads {calibration.reading_at_focus_um:+.3f} um at focus ({scope.time_s:.1f} s simulated)")
     options = FocusLockOptions(
         focus_offset_um=focus_offset_um,
         interval_s=args.interval_s,
@@ -113,7 +129,15 @@ def main() -> int:
         max_correction_um=args.max_correction_um,
         gain=args.gain,
     )
-    lock = FocusLock(scope.camera, scope.focus_stage, predictor, options, clock=lambda: scope.time_s, sleep=sleep)
+    lock = FocusLock(
+        scope.camera,
+        scope.focus_stage,
+        predictor,
+        options,
+        calibration=calibration,
+        clock=lambda: scope.time_s,
+        sleep=sleep,
+    )
     updates: list[dict[str, Any]] = []
     t0 = time.monotonic()
 
@@ -141,6 +165,7 @@ def main() -> int:
         "settings": vars(args),
         "elapsed_s": round(elapsed, 1),
         "focus_offset_um": focus_offset_um,
+        "calibration": calibration.to_dict() if calibration is not None else None,
         "frame": [width, height],
         "lock_frames": status["frames_snapped"],
         "corrections": status["corrections"],
