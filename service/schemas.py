@@ -151,6 +151,7 @@ class StatusOut(BaseModel):
     busy_job: JobOut | None = Field(description="the job holding the device")
     focus_lock: FocusLockState
     model: dict[str, Any]
+    calibration: dict[str, Any] | None = Field(description="summary of the stored focus calibration (GET /calibration)")
     last_prediction: dict[str, Any] | None = Field(description="summary of the newest /estimate or /predict")
     last_device_error: str | None
     read_requires_key: bool

@@ -40,6 +40,7 @@ def test_store_read_and_drop_a_calibration(client: TestClient, tmp: Path) -> Non
     assert stored.json()["active"] and stored.json()["summary"]["reading_at_focus_um"] == 0.5
     assert json.loads((tmp / "calibration.json").read_text()) == LINEAR
     assert client.get("/calibration").json()["calibration"] == LINEAR
+    assert client.get("/status").json()["calibration"]["reading_at_focus_um"] == 0.5
     dropped = client.delete("/calibration", headers=AUTH).json()
     assert dropped["active"] is False and not (tmp / "calibration.json").exists()
 

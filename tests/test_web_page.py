@@ -198,6 +198,7 @@ def test_calibrate_aim_and_drop_from_the_page(server: str, browser: Any) -> None
     stored = httpx.get(f"{server}/calibration").json()
     assert stored["active"] and f"{stored['summary']['reading_at_focus_um']:+.2f}" in page.text_content("#cal-text")
     assert page.is_disabled("#focus-offset")  # the calibration holds the focus now
+    assert page.input_value("#aim") == "2"  # the aim measured best with a calibration is proposed
     # a one-shot with the first move aimed 2 um beyond focus runs through the calibration
     wait_js(page, "document.querySelectorAll('.toast').length === 0", 15)
     page.fill("#aim", "2")

@@ -96,6 +96,7 @@ def status(state: State) -> dict[str, Any]:
             "busy_job": busy.snapshot() if busy is not None else None,
             "focus_lock": focus_lock_state(state),
             "model": state.model_info(),
+            "calibration": state.calibration.summary() if state.calibration is not None else None,
             "last_prediction": state.last_prediction,
             "last_device_error": state.last_device_error,
             "read_requires_key": state.settings.read_requires_key,

@@ -452,6 +452,7 @@ function jobFinished(job) {
     setJobUi(job.kind, false, `calibration ${job.status}${job.error ? ": " + job.error.detail : ""}`);
     if (job.status === "succeeded") {
       renderCalibration(job.result.summary);
+      if (aim() === 0) $("aim").value = "2";  // with a calibration, aiming 2 µm beyond focus measured best
       toast("Calibrated", `the model reads ${signed(job.result.summary.reading_at_focus_um)} µm at this focus`, "ok");
     } else if (job.status === "failed") {
       toast("Calibration failed", job.error ? job.error.detail : "", "bad");
