@@ -119,7 +119,8 @@ class FocusCalibration:
 
     @property
     def reading_at_focus_um(self) -> float:
-        """What the model reads at the calibrated focus (the equivalent ``focus_offset_um``)."""
+        """What the fitted curve reads at the calibrated focus: about the ``focus_offset_um`` a user
+        would measure there (inside a flat run of the fit, ``defocus_um`` of it is the run's middle)."""
         return float(np.interp(0.0, self.z_um, _isotonic(np.asarray(self.reading_um))))
 
     def summary(self) -> dict[str, Any]:
@@ -164,6 +165,9 @@ class FocusCalibration:
         )
         if unknown:
             raise ValueError(f"{where}: unknown field(s) {', '.join(unknown)}")
+        not_lists = [k for k in ("z_um", "reading_um", "spread_um") if not isinstance(data[k], list)]
+        if not_lists:
+            raise ValueError(f"{where}: {', '.join(not_lists)} must be lists of numbers")
         try:
             return cls(
                 z_um=[float(v) for v in data["z_um"]],
@@ -230,12 +234,14 @@ def measure_calibration(
 ) -> FocusCalibration:
     """Sweep defocus ``-range_um..+range_um`` around the current (focused) position and return the curve.
 
-    ``positions`` (needs ``xy_stage``): fields of view to sweep, one after the other; None sweeps
-    the current field only. Every move is checked against the soft limits and ``max_step_um``
-    before the first one (``LimitError``: nothing moved). Planes where fewer than half of the
-    fields gave a reliable reading (not blank, confidence >= ``min_confidence``) are left out.
-    The stage (and the XY stage) return to the start; on any error or cancel the stage stops
-    where it is and the error says after how many planes.
+    ``positions`` (needs ``xy_stage``): fields of view to sweep, one after the other, all read
+    against the start's focus (so they must lie in one focal plane: a level slide, fields close
+    together); None sweeps the current field only. The sweep's Z range and every position are
+    checked against the soft limits before the first move (``LimitError``: nothing moved); Z moves
+    longer than ``max_step_um`` are split into legs. Planes where fewer than half of the fields
+    gave a reliable reading (not blank, confidence >= ``min_confidence``) are left out. After a
+    complete sweep the stage (and the XY stage) return to the start; on any error or cancel the
+    focus stage stops where it is and the error says after how many planes.
     """
     planes = _planes(range_um, step_um)
     if positions is not None and xy_stage is None:
@@ -258,6 +264,14 @@ def measure_calibration(
                 f"{stage.name}: the sweep needs z_um={point:.3f}, outside the soft limits [{lo:.3f}, {hi:.3f}] um; "
                 "nothing moved (reduce range_um or re-centre the stage)"
             )
+    if xy_stage is not None and positions is not None:
+        (xlo, xhi), (ylo, yhi) = xy_stage.limits_um
+        for x, y in positions:
+            if not (xlo <= x <= xhi and ylo <= y <= yhi):
+                raise LimitError(
+                    f"{xy_stage.name}: field ({x:.1f}, {y:.1f}) um is outside the soft limits x [{xlo:.1f}, "
+                    f"{xhi:.1f}], y [{ylo:.1f}, {yhi:.1f}] um; nothing moved"
+                )
 
     def move_to(target: float) -> None:
         # legs of at most max_step_um (the way back from the top of a sweep can be long)
@@ -298,7 +312,7 @@ def measure_calibration(
                             "planes_total": len(fields) * len(targets),
                         }
                     )
-        move_to(z0 - step_um if z0 - step_um >= lo else z0)
+        move_to(z0 - step_um)  # back to the start from below, like every plane
         move_to(z0)
         if xy_stage is not None and xy0 is not None and positions is not None:
             xy_stage.move_to(*xy0)

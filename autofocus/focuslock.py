@@ -8,8 +8,8 @@ already has: ``step(frame)`` then costs no extra exposure) and corrects it:
 * or a **calibration** (``autofocus.calibration.FocusCalibration``, given to ``FocusLock``) in
   place of the offset: the error is the reading mapped to defocus through the curve measured on
   this microscope;
-* a **dead band**: errors with ``|defocus - focus_offset_um| <= dead_band_um`` cause no move (no
-  dithering on noise);
+* a **dead band**: errors (``defocus - focus_offset_um``, or the calibrated defocus) within
+  ``dead_band_um`` cause no move (no dithering on noise);
 * a **rate limit**: one step moves at most ``max_correction_um`` (large jumps are more often a
   bad estimate than real drift; a real step change is caught up over a few steps);
 * ``gain`` scales the correction (1 = full correction). The default 0.5 halves the effect of a

@@ -190,7 +190,7 @@ class AutofocusRecord:
     routine: str
     started_at: str
     start_z_um: float
-    focus_offset_um: float = 0.0  # the model reading the one-shot and hybrid routines end at
+    focus_offset_um: float = 0.0  # the model reading one-shot and hybrid end at (0 with a calibration)
     aim_um: float = 0.0  # the defocus the first correction aimed at (the verify one aims at focus)
     calibration: dict[str, Any] | None = None  # FocusCalibration.summary() when one was used
     final_z_um: float | None = None
@@ -396,6 +396,18 @@ class _Run:
 # --------------------------------------------------------------------------------------------
 # routines
 # --------------------------------------------------------------------------------------------
+def _keep_first_estimate(run: _Run, exc: _RefusedError) -> None:
+    """The verify frame cannot be used: end where the first estimate put focus (from the aim, if any)."""
+    run.record.outcome = "not_converged"
+    why = exc.message.removesuffix("; the stage did not move")
+    run.record.message = f"verify frame unreliable ({why}); kept the first estimate"
+    if run.options.aim_um != 0.0:
+        try:
+            run.correct(run.options.aim_um, "aim to focus (verify frame unreliable)")
+        except _RefusedError as refused:
+            run.record.message += f"; the move from the aim to focus was refused: {refused.message}"
+
+
 def _oneshot(run: _Run) -> None:
     o = run.options
     pred = run.predict()
@@ -409,13 +421,7 @@ def _oneshot(run: _Run) -> None:
     try:
         run.check_reliable(check)
     except _RefusedError as exc:
-        run.record.outcome = "not_converged"
-        run.record.message = f"verify frame unreliable, kept the first correction: {exc.message}"
-        if o.aim_um != 0.0:  # finish the first estimate's move: from the aim to focus
-            try:
-                run.correct(o.aim_um, "aim to focus (verify frame unreliable)")
-            except _RefusedError as refused:
-                run.record.message += f"; the move from the aim to focus was refused too: {refused.message}"
+        _keep_first_estimate(run, exc)
         return
     run.correct_estimate(check, "verify correction")
     run.record.outcome = "converged"
@@ -543,7 +549,11 @@ def _hybrid(run: _Run) -> None:
         run.record.message = f"moved by the estimate {pred.defocus_um:+.3f} um (not verified)"
         return
     check = run.predict()
-    if not _reliable_or_local_scan(run, check, "verify"):
+    try:
+        if not _reliable_or_local_scan(run, check, "verify"):
+            return
+    except _RefusedError as exc:  # a blank verify frame: no scan can help either
+        _keep_first_estimate(run, exc)
         return
     run.correct_estimate(check, "verify correction")
     run.record.outcome = "converged"

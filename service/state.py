@@ -57,6 +57,7 @@ class ServiceState:
     shutting_down: threading.Event = field(default_factory=threading.Event)
     focus_lock_job_id: str | None = None
     calibration: FocusCalibration | None = None  # from settings.calibration_file
+    calibration_lock: threading.Lock = field(default_factory=threading.Lock)  # the file and the attribute together
     last_prediction: dict[str, Any] | None = None
     last_device_error: str | None = None
     _streams: int = 0

@@ -124,13 +124,48 @@ def test_the_sweep_reads_every_plane_and_returns_the_stage(predictor: Predictor)
 
 def test_a_sweep_outside_the_soft_limits_moves_nothing(predictor: Predictor) -> None:
     scope = make_scope(z_limits_um=(-3.0, 3.0))
+    scope.xy_stage.open()
     with pytest.raises(LimitError, match="soft limits"):
         measure_calibration(scope.camera, scope.focus_stage, predictor, range_um=4.0, step_um=1.0)
-    assert scope.focus_stage.z_um == 0.0
+    (_, xhi), _ = scope.xy_stage.limits_um
+    with pytest.raises(LimitError, match=r"field \(.*outside the soft limits"):
+        measure_calibration(
+            scope.camera,
+            scope.focus_stage,
+            predictor,
+            range_um=1.0,
+            step_um=1.0,
+            xy_stage=scope.xy_stage,
+            positions=[(0.0, 0.0), (xhi + 100.0, 0.0)],
+        )
+    assert scope.focus_stage.z_um == 0.0 and scope.xy_stage.xy_um == (0.0, 0.0)
     with pytest.raises(ValueError, match="range_um"):
         measure_calibration(scope.camera, scope.focus_stage, predictor, range_um=12.0)
     with pytest.raises(ValueError, match="xy_stage"):
         measure_calibration(scope.camera, scope.focus_stage, predictor, positions=[(0.0, 0.0)])
+
+
+def test_a_reversed_stage_sweeps_the_same_defocus_planes(predictor: Predictor) -> None:
+    """With direction -1 a positive defocus is a smaller stage Z: the planes and their readings match."""
+    readings: dict[int, dict[float, float]] = {}
+    for direction in (1, -1):
+        scope = make_scope(z_direction=direction)
+        events: list[dict[str, Any]] = []
+        measure_calibration(
+            scope.camera,
+            scope.focus_stage,
+            predictor,
+            range_um=2.0,
+            step_um=1.0,
+            progress=events.append,
+            min_confidence=0.0,
+        )
+        truths = {e["defocus_um"]: e["reading_um"] for e in events}
+        readings[direction] = truths
+        assert scope.focus_stage.z_um == pytest.approx(0.0, abs=1e-9)
+    assert readings[1].keys() == readings[-1].keys() == {-2.0, -1.0, 0.0, 1.0, 2.0}
+    for d in readings[1]:  # the same specimen at the same true defocus reads the same
+        assert readings[-1][d] == pytest.approx(readings[1][d], abs=0.05)
 
 
 def test_a_cancelled_sweep_stops_the_stage_and_says_where(predictor: Predictor) -> None:
@@ -197,7 +232,10 @@ def test_the_first_move_aims_through_the_calibration(predictor: Predictor, routi
     assert record.aim_um == 1.5 and record.calibration == CAL.summary()
 
 
-def test_with_an_aim_an_unreliable_verify_frame_still_ends_at_the_first_estimate(predictor: Predictor) -> None:
+@pytest.mark.parametrize("routine", ["oneshot", "hybrid"])
+def test_with_an_aim_an_unreliable_verify_frame_still_ends_at_the_first_estimate(
+    predictor: Predictor, routine: str
+) -> None:
     scope = make_scope()
     scope.focus_stage.move_to(-scope.focus_stage.direction * 3.0)
 
@@ -207,7 +245,7 @@ def test_with_an_aim_an_unreliable_verify_frame_still_ends_at_the_first_estimate
 
     options = AutofocusOptions(min_confidence=0.0, min_move_um=0.0, approach="none", aim_um=2.0)
     record = run_autofocus(
-        "oneshot", scope.camera, scope.focus_stage, predictor, options, progress=specimen_leaves_the_view
+        routine, scope.camera, scope.focus_stage, predictor, options, progress=specimen_leaves_the_view
     )
     assert record.outcome == "not_converged" and "verify frame unreliable" in record.message
     assert [m["reason"] for m in record.moves] == ["one-shot correction", "aim to focus (verify frame unreliable)"]
@@ -254,6 +292,8 @@ def test_cli_calibrate_and_focus_refuse_bad_input(tmp_path: Path, capsys: pytest
     assert "folder" in capsys.readouterr().err
     assert main(["calibrate", str(tmp_path / "c.json"), "--range-um", "20", *SIM]) == 2
     assert "range_um must be in" in capsys.readouterr().err
+    assert main(["calibrate", str(tmp_path / "c.json"), "--fields", "0", *SIM]) == 2
+    assert "--fields must be >= 1" in capsys.readouterr().err
     (tmp_path / "bad.json").write_text("{}")
     assert main(["focus", "--calibration", str(tmp_path / "bad.json"), *SIM]) == 2
     assert "not a focus calibration" in capsys.readouterr().err

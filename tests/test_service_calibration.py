@@ -53,6 +53,8 @@ def test_store_read_and_drop_a_calibration(client: TestClient, tmp: Path) -> Non
         ({"spread_um": [0.0]}, "one length"),
         ({"zz_um": [1.0]}, "zz_um"),
         ({"format": "other"}, "format"),
+        ({"fields": True}, "fields"),
+        ({"z_um": "012"}, "z_um"),
     ],
 )
 def test_a_bad_calibration_is_refused_and_the_old_one_kept(
@@ -111,3 +113,19 @@ def test_the_calibration_survives_a_restart_and_a_broken_file_stops_the_start(tm
         TestClient(create_app(make_test_settings(tmp_path, KEY))),
     ):
         pass
+
+
+def test_the_calibration_cannot_be_replaced_while_one_is_measured(client: TestClient) -> None:
+    body = {"range_um": 4.0, "step_um": 0.5, "fields": 3, "min_confidence": 0.0}
+    r = client.post("/calibration/measure", json=body, headers=AUTH)
+    assert r.status_code == 202, r.text
+    job_id = r.json()["id"]
+    try:
+        busy = assert_problem(client.put("/calibration", json=LINEAR, headers=AUTH), 409)
+        assert job_id in busy["detail"]
+        assert_problem(client.delete("/calibration", headers=AUTH), 409)
+    finally:
+        client.delete(f"/jobs/{job_id}", headers=AUTH)
+        job = wait_job(client, job_id)
+    assert job["status"] == "cancelled"
+    client.delete("/calibration", headers=AUTH)

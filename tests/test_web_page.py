@@ -215,5 +215,19 @@ def test_calibrate_aim_and_drop_from_the_page(server: str, browser: Any) -> None
     page.click("#cal-drop")
     wait_js(page, "document.getElementById('cal-text').textContent === 'No calibration.'", 15)
     assert not page.is_disabled("#focus-offset") and httpx.get(f"{server}/calibration").json()["active"] is False
+    assert page.input_value("#aim") == "0"
+    # a calibration stored by another client shows up on the page (from /status)
+    cal = {
+        "format": "ldse-focus-calibration",
+        "format_version": 1,
+        "z_um": [-1, 0, 1],
+        "reading_um": [-1, 0.4, 2],
+        "spread_um": [0, 0, 0],
+        "fields": 1,
+    }
+    assert httpx.put(f"{server}/calibration", json=cal, headers={"X-API-Key": KEY}).status_code == 200
+    wait_js(page, "document.getElementById('cal-text').textContent.startsWith('Calibrated: reads +0.40')", 15)
+    assert page.is_disabled("#focus-offset")
+    assert httpx.delete(f"{server}/calibration", headers={"X-API-Key": KEY}).status_code == 200
     assert errors == []
     page.close()

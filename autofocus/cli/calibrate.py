@@ -35,6 +35,8 @@ def run(args: argparse.Namespace) -> int:
     from autofocus.calibration import grid_positions, measure_calibration
     from autofocus.hardware import config_from_mapping, open_hardware
 
+    if args.fields < 1:
+        raise ValueError(f"--fields must be >= 1, got {args.fields}")
     if not args.out.parent.is_dir():
         raise ValueError(f"cannot write {args.out}: folder {args.out.parent} does not exist")
     predictor = predictor_from_args(args)

@@ -7,10 +7,11 @@ A stored calibration is written atomically to ``settings.calibration_file`` and 
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Literal
 
 from fastapi import APIRouter, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from autofocus.calibration import (
     FORMAT,
@@ -20,6 +21,7 @@ from autofocus.calibration import (
     grid_positions,
     measure_calibration,
 )
+from drivers.errors import BusyError
 from service.deps import ReadAccess, State, WriteAccess
 from service.errors import BadRequestError, problem_responses
 from service.jobs import Job
@@ -30,6 +32,7 @@ from service.state import ServiceState, finite
 __all__ = ["CalibrationIn", "CalibrationOut", "MeasureCalibrationRequest", "router"]
 
 router = APIRouter(prefix="/calibration", tags=["calibration"])
+log = logging.getLogger(__name__)
 
 
 class CalibrationIn(BaseModel):
@@ -42,7 +45,7 @@ class CalibrationIn(BaseModel):
     z_um: list[float] = Field(description="defocus of each plane relative to the calibrated focus, increasing")
     reading_um: list[float] = Field(description="median model reading at each plane")
     spread_um: list[float] = Field(description="standard deviation of the readings at each plane")
-    fields: int = Field(ge=1, description="fields of view swept")
+    fields: StrictInt = Field(ge=1, description="fields of view swept")
     source: str = Field(default="", description="the model that was read")
     created_at: str = Field(default="")
 
@@ -70,11 +73,21 @@ def _out(state: ServiceState) -> dict[str, Any]:
     return finite({"active": True, "calibration": cal.to_dict(), "summary": cal.summary()})
 
 
+def _not_while_measuring(state: ServiceState, what: str) -> None:
+    """409 while a calibration job runs: its result would silently replace what this request does."""
+    job = state.jobs.active()
+    if job is not None and job.kind == "calibration":
+        raise BusyError(f"cannot {what} while calibration job {job.id} runs; wait for it or cancel it", job.id)
+
+
 def _store(state: ServiceState, cal: FocusCalibration) -> None:
     """Write the file first (atomically), then use it: a failed write leaves the old one in force."""
-    state.settings.calibration_file.parent.mkdir(parents=True, exist_ok=True)
-    cal.save(state.settings.calibration_file)
-    state.calibration = cal
+    if cal.source and cal.source != (state.predictor.source or "bundled"):
+        log.warning("calibration measured with %s, the service runs %s", cal.source, state.predictor.source)
+    with state.calibration_lock:
+        state.settings.calibration_file.parent.mkdir(parents=True, exist_ok=True)
+        cal.save(state.settings.calibration_file)
+        state.calibration = cal
 
 
 @router.get(
@@ -93,13 +106,14 @@ def get_calibration(state: State) -> dict[str, Any]:
     response_model=CalibrationOut,
     summary="Store a calibration (the file `autofocus calibrate` writes); used from the next run on",
     dependencies=[WriteAccess],
-    responses=problem_responses(401, 422),
+    responses=problem_responses(401, 409, 422),
 )
 def put_calibration(body: CalibrationIn, state: State) -> dict[str, Any]:
     try:
         cal = FocusCalibration.from_dict(body.model_dump(), where="calibration")
     except ValueError as exc:
         raise BadRequestError(str(exc)) from exc
+    _not_while_measuring(state, "store a calibration")
     _store(state, cal)
     return _out(state)
 
@@ -109,11 +123,13 @@ def put_calibration(body: CalibrationIn, state: State) -> dict[str, Any]:
     response_model=CalibrationOut,
     summary="Stop using the calibration (runs go back to options.focus_offset_um)",
     dependencies=[WriteAccess],
-    responses=problem_responses(401),
+    responses=problem_responses(401, 409),
 )
 def delete_calibration(state: State) -> dict[str, Any]:
-    state.settings.calibration_file.unlink(missing_ok=True)
-    state.calibration = None
+    _not_while_measuring(state, "drop the calibration")
+    with state.calibration_lock:
+        state.settings.calibration_file.unlink(missing_ok=True)
+        state.calibration = None
     return _out(state)
 
 

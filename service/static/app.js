@@ -318,6 +318,7 @@ function setConn(ok, text) {
 function renderStatus(s) {
   ui.status = s;
   ui.readRequiresKey = s.read_requires_key;
+  renderCalibration(s.calibration || null);  // another client may have stored or dropped one
   const dev = s.devices || {};
   const model = s.model || {};
   $("backend-info").textContent =
@@ -548,6 +549,7 @@ async function measureCalibration() {
 async function dropCalibration() {
   try {
     renderCalibration((await api("DELETE", "/calibration")).summary);
+    $("aim").value = "0";  // the +2 µm aim was measured with a calibration only
     toast("Calibration dropped", "runs use the focus offset again", "ok");
   } catch (error) {
     failed("Dropping the calibration", error);
