@@ -119,9 +119,10 @@ class FocusCalibration:
 
     @property
     def reading_at_focus_um(self) -> float:
-        """What the fitted curve reads at the calibrated focus: about the ``focus_offset_um`` a user
-        would measure there (inside a flat run of the fit, ``defocus_um`` of it is the run's middle)."""
-        return float(np.interp(0.0, self.z_um, _isotonic(np.asarray(self.reading_um))))
+        """The median reading at the calibrated focus (interpolated if 0 was not a plane): what
+        ``autofocus offset`` would measure there. Where the model cannot tell focus from its
+        neighbours the fitted curve maps this reading to the middle of their run, not to 0."""
+        return float(np.interp(0.0, self.z_um, self.reading_um))
 
     def summary(self) -> dict[str, Any]:
         """A short description for records and status pages."""
