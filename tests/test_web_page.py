@@ -76,6 +76,12 @@ def wait_js(page: Any, expression: str, timeout_s: float) -> None:
         raise AssertionError(f"timed out waiting for {expression!r}; the page showed {shown}; served {served}") from exc
 
 
+JOB_ENDED = (
+    "document.getElementById('job-text').textContent.includes('succeeded') || "
+    "document.getElementById('job-text').textContent.includes('failed')"
+)
+
+
 def truth_um(server: str) -> float:
     return float(httpx.get(f"{server}/status").json()["simulated_truth"]["defocus_um"])
 
@@ -142,12 +148,7 @@ def test_operator_page_end_to_end(server: str, browser: Any) -> None:
     offset = float(page.input_value("#focus-offset"))
     assert min(seen) - 0.01 <= offset <= max(seen) + 0.01
     page.click("#af-oneshot")
-    wait_js(
-        page,
-        "document.getElementById('job-text').textContent.includes('succeeded') || "
-        "document.getElementById('job-text').textContent.includes('failed')",
-        120,
-    )
+    wait_js(page, JOB_ENDED, 120)
     jobs = httpx.get(f"{server}/jobs").json()
     assert jobs[0]["params"]["routine"] == "oneshot"
     assert jobs[0]["params"]["options"]["focus_offset_um"] == offset
@@ -201,14 +202,8 @@ def test_calibrate_aim_and_drop_from_the_page(server: str, browser: Any) -> None
     assert page.input_value("#aim") == "2"  # the aim measured best with a calibration is proposed
     # a one-shot with the first move aimed 2 um beyond focus runs through the calibration
     wait_js(page, "document.querySelectorAll('.toast').length === 0", 15)
-    page.fill("#aim", "2")
     page.click("#af-oneshot")
-    wait_js(
-        page,
-        "document.getElementById('job-text').textContent.includes('succeeded') || "
-        "document.getElementById('job-text').textContent.includes('failed')",
-        120,
-    )
+    wait_js(page, JOB_ENDED, 120)
     job = httpx.get(f"{server}/jobs").json()[0]
     assert job["params"]["routine"] == "oneshot" and job["params"]["options"]["aim_um"] == 2
     assert job["params"]["options"]["focus_offset_um"] == 0 and job["params"]["calibration"] == stored["summary"]
