@@ -29,6 +29,7 @@ from typing import Any, Literal, Protocol
 import numpy as np
 
 from autofocus.measures import variance_of_laplacian
+from autofocus.stage_moves import approach_from_below, move_in_legs
 from drivers.base import Camera, FocusStage, XYStage
 from drivers.errors import CancelledError, LimitError
 from models.zstack import StackInfo, ZStackWriter
@@ -189,29 +190,6 @@ def _check_cancel(cancel: CancelLike | None, step: str) -> None:
         raise CancelledError(f"acquisition {reason} before {step}; the planes written so far are kept")
 
 
-def _move_stage(stage: FocusStage, target_um: float) -> float:
-    """Move to ``target_um`` in legs of at most ``max_step_um``; ``LimitError`` outside the limits."""
-    lo, hi = stage.limits_um
-    if not lo <= target_um <= hi:
-        raise LimitError(
-            f"{stage.name}: acquisition target z_um={target_um:.3f} is outside the soft limits [{lo:.3f}, {hi:.3f}] um"
-        )
-    z = stage.z_um
-    legs = max(1, math.ceil(abs(target_um - z) / stage.max_step_um - 1e-9))
-    for k in range(1, legs + 1):
-        z_read = stage.move_to(z + (target_um - z) * k / legs)
-    return z_read
-
-
-def _approach(stage: FocusStage, target_um: float, overshoot_um: float) -> float:
-    """Move to ``target_um`` arriving from below (overshoot first unless already coming up from below)."""
-    z = stage.z_um
-    if overshoot_um > 0 and target_um - z < overshoot_um:
-        below = max(target_um - overshoot_um, stage.limits_um[0])
-        _move_stage(stage, below)
-    return _move_stage(stage, target_um)
-
-
 def _snap(camera: Camera) -> np.ndarray:
     camera.flush()
     return camera.snap()
@@ -246,7 +224,7 @@ def find_focus(
         out = []
         for i, z in enumerate(z_values):
             _check_cancel(cancel, "a focus-scan move")
-            z_read = _approach(stage, z, overshoot_um) if i == 0 else _move_stage(stage, z)
+            z_read = approach_from_below(stage, z, overshoot_um) if i == 0 else move_in_legs(stage, z)
             out.append((z_read, float(measure(_snap(camera)))))
         samples.extend(out)
         return out
@@ -263,7 +241,7 @@ def find_focus(
         if denom < 0:
             offset = 0.5 * (s0 - s2) / denom * ((z2 - z0) / 2)
             best_z = z1 + float(np.clip(offset, -(z1 - z0), z2 - z1))
-    _approach(stage, best_z, overshoot_um)
+    approach_from_below(stage, best_z, overshoot_um)
     return FocusScan(z_um=float(best_z), score=float(best_score), samples=samples)
 
 
@@ -364,9 +342,9 @@ def acquire_dataset(
             for i, (target, key, d_planned) in enumerate(targets):
                 _check_cancel(cancel, f"plane {key}")
                 if i == 0:
-                    z_read = _approach(focus_stage, target, plan.overshoot_um)
+                    z_read = approach_from_below(focus_stage, target, plan.overshoot_um)
                 else:
-                    z_read = _move_stage(focus_stage, target)
+                    z_read = move_in_legs(focus_stage, target)
                 frame = _snap(camera)
                 if true_defocus is not None and plan.z_reference == "physical_focal_plane":
                     defocus = float(true_defocus())

@@ -35,13 +35,15 @@ from typing import Any
 
 import numpy as np
 
+from autofocus.acquire import default_z_offsets, grid_positions
 from autofocus.cancel import CancelToken
-from autofocus.routines import FramePredictor, frame_bit_depth
+from autofocus.routines import FramePredictor, frame_bit_depth, is_reliable
+from autofocus.stage_moves import approach_from_below, move_in_legs
 from drivers.base import Camera, FocusStage, XYStage
 from drivers.errors import LimitError, UnreliableEstimateError
 from models.zstack import atomic_write_bytes
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "MAX_RANGE_UM", "FocusCalibration", "grid_positions", "measure_calibration"]
+__all__ = ["FORMAT", "FORMAT_VERSION", "MAX_RANGE_UM", "FocusCalibration", "measure_calibration", "nearest_fields"]
 
 FORMAT = "ldse-focus-calibration"
 FORMAT_VERSION = 1
@@ -203,19 +205,21 @@ def _planes(range_um: float, step_um: float) -> np.ndarray:
     if not (math.isfinite(range_um) and step_um <= range_um <= MAX_RANGE_UM):
         raise ValueError(f"range_um must be in [step_um, {MAX_RANGE_UM:g}] um, got {range_um!r}")
     k = math.floor(range_um / step_um + 1e-9)
-    return step_um * np.arange(-k, k + 1, dtype=float)
+    return np.asarray(default_z_offsets(-k * step_um, k * step_um, step_um))
 
 
-def grid_positions(center: tuple[float, float], count: int, spacing_um: float) -> list[tuple[float, float]]:
-    """``count`` positions on a square grid around ``center``, nearest first (the centre is the first)."""
+def nearest_fields(center: tuple[float, float], count: int, spacing_um: float) -> list[tuple[float, float]]:
+    """``count`` fields of a square grid (``autofocus.acquire.grid_positions``) around ``center``,
+    nearest first: the centre, then its neighbours."""
     if count < 1:
         raise ValueError(f"the number of fields must be >= 1, got {count}")
-    if not (math.isfinite(spacing_um) and spacing_um > 0):
-        raise ValueError(f"the field spacing must be > 0 um, got {spacing_um}")
-    half = math.ceil(math.sqrt(count))
-    offsets = [(i, j) for i in range(-half, half + 1) for j in range(-half, half + 1)]
-    offsets.sort(key=lambda ij: (ij[0] ** 2 + ij[1] ** 2, ij))
-    return [(center[0] + i * spacing_um, center[1] + j * spacing_um) for i, j in offsets[:count]]
+    side = 2 * math.ceil(math.sqrt(count)) + 1  # odd: the centre is a grid point
+    raster = grid_positions(center, side, side, spacing_um)
+
+    def offset(p: tuple[float, float]) -> tuple[int, int]:
+        return round((p[0] - center[0]) / spacing_um), round((p[1] - center[1]) / spacing_um)
+
+    return sorted(raster, key=lambda p: (offset(p)[0] ** 2 + offset(p)[1] ** 2, offset(p)))[:count]
 
 
 def measure_calibration(
@@ -275,12 +279,8 @@ def measure_calibration(
                 )
 
     def move_to(target: float) -> None:
-        # legs of at most max_step_um (the way back from the top of a sweep can be long)
-        z = stage.z_um
-        n = max(1, math.ceil(abs(target - z) / stage.max_step_um - 1e-9))
-        for k in range(1, n + 1):
-            cancel.raise_if_cancelled("move")
-            stage.move_to(z + (target - z) * k / n)
+        cancel.raise_if_cancelled("move")
+        move_in_legs(stage, target)
 
     readings: dict[float, list[float]] = {float(d): [] for d in planes}
     done = 0
@@ -297,7 +297,7 @@ def measure_calibration(
                 frame = camera.snap()
                 pred = predictor.predict(frame, bit_depth=frame_bit_depth(frame, camera, bit_depth))
                 d = z_of[float(target)]
-                ok = pred.defocus_um is not None and pred.tiles_used > 0 and pred.confidence >= min_confidence
+                ok = is_reliable(pred, min_confidence)
                 if ok:
                     readings[d].append(float(pred.defocus_um))
                 done += 1
@@ -313,8 +313,8 @@ def measure_calibration(
                             "planes_total": len(fields) * len(targets),
                         }
                     )
-        move_to(z0 - step_um)  # back to the start from below, like every plane
-        move_to(z0)
+        cancel.raise_if_cancelled("move")
+        approach_from_below(stage, z0, step_um)  # back to the start from below, like every plane
         if xy_stage is not None and xy0 is not None and positions is not None:
             xy_stage.move_to(*xy0)
     except BaseException as exc:

@@ -42,7 +42,13 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from autofocus.cancel import CancelToken
-from autofocus.routines import FramePredictor, check_calibration_choice, check_focus_offset, frame_bit_depth
+from autofocus.routines import (
+    FramePredictor,
+    check_calibration_choice,
+    check_focus_offset,
+    frame_bit_depth,
+    is_reliable,
+)
 from drivers.base import Camera, FocusStage
 from drivers.errors import LimitError
 
@@ -171,7 +177,7 @@ class FocusLock:
         self.steps += 1
         pred = self.predictor.predict(frame, bit_depth=frame_bit_depth(frame, self.camera, o.bit_depth))
         z_before = self.stage.z_um
-        reliable = pred.tiles_used > 0 and pred.defocus_um is not None and pred.confidence >= o.min_confidence
+        reliable = is_reliable(pred, o.min_confidence)
         moved_um = 0.0
         rate_limited = False
         error_um: float | None = None  # defocus from the wanted focus (offset or calibration applied)

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from autofocus.routines import MAX_FOCUS_OFFSET_UM, FramePredictor, frame_bit_depth
+from autofocus.routines import MAX_FOCUS_OFFSET_UM, FramePredictor, frame_bit_depth, is_reliable
 from drivers.base import Camera
 from drivers.errors import UnreliableEstimateError
 
@@ -60,17 +60,14 @@ def measure_focus_offset(
         raise ValueError(f"frames must be an integer >= 1, got {frames!r}")
     if not 0.0 <= min_confidence <= 1.0:
         raise ValueError(f"min_confidence must be in [0, 1], got {min_confidence!r}")
-    estimates: list[float | None] = []
-    confidences: list[float] = []
+    preds: list[Any] = []
     camera.flush()  # frames queued before the call may predate the last stage move
     for _ in range(frames):
         frame = camera.snap()
-        pred = predictor.predict(frame, bit_depth=frame_bit_depth(frame, camera, bit_depth))
-        estimates.append(pred.defocus_um)
-        confidences.append(float(pred.confidence))
-    reliable = [
-        e for e, c in zip(estimates, confidences, strict=True) if e is not None and c >= min_confidence
-    ]
+        preds.append(predictor.predict(frame, bit_depth=frame_bit_depth(frame, camera, bit_depth)))
+    estimates: list[float | None] = [p.defocus_um for p in preds]
+    confidences = [float(p.confidence) for p in preds]
+    reliable = [float(p.defocus_um) for p in preds if is_reliable(p, min_confidence)]
     if 2 * len(reliable) < frames:
         raise UnreliableEstimateError(
             f"only {len(reliable)} of {frames} frames gave a reliable estimate (not blank, confidence >= "

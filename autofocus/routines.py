@@ -79,6 +79,11 @@ def frame_bit_depth(frame: np.ndarray, camera: Camera, option: int | None) -> in
     return camera.bit_depth if frame.dtype == np.uint16 else None
 
 
+def is_reliable(pred: Any, min_confidence: float) -> bool:
+    """An estimate the routines may act on: not blank, and at least ``min_confidence`` confident."""
+    return pred.tiles_used > 0 and pred.defocus_um is not None and pred.confidence >= min_confidence
+
+
 MAX_FOCUS_OFFSET_UM = 5.0
 MAX_AIM_UM = 5.0
 

@@ -32,7 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from autofocus.calibration import grid_positions, measure_calibration
+    from autofocus.calibration import measure_calibration, nearest_fields
     from autofocus.hardware import config_from_mapping, open_hardware
 
     if args.fields < 1:
@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
                 raise ValueError(
                     f"--fields {args.fields} needs an XY stage; this configuration has none (give --fields 1)"
                 )
-            positions = grid_positions(hw.xy_stage.xy_um, args.fields, args.field_spacing_um)
+            positions = nearest_fields(hw.xy_stage.xy_um, args.fields, args.field_spacing_um)
         cal = measure_calibration(
             hw.camera,
             hw.focus_stage,

@@ -18,8 +18,8 @@ from autofocus.calibration import (
     FORMAT_VERSION,
     MAX_RANGE_UM,
     FocusCalibration,
-    grid_positions,
     measure_calibration,
+    nearest_fields,
 )
 from drivers.errors import BusyError
 from service.deps import ReadAccess, State, WriteAccess
@@ -151,7 +151,7 @@ def measure(request: MeasureCalibrationRequest, response: Response, state: State
     def work(job: Job) -> dict[str, Any]:
         positions = None
         if request.fields > 1 and xy_stage is not None:
-            positions = grid_positions(xy_stage.xy_um, request.fields, request.field_spacing_um)
+            positions = nearest_fields(xy_stage.xy_um, request.fields, request.field_spacing_um)
         cal = measure_calibration(
             state.camera,
             state.hardware.focus_stage,
