@@ -509,13 +509,17 @@ function trackJob(job) {
 
 /* The focus offset: routines and the lock end where the model reads this value (0: its focal plane). */
 function focusOffset() {
-  const value = Number($("focus-offset").value);
-  return Number.isFinite(value) ? value : 0;
+  return numberIn("focus-offset");
 }
 
 /* The first move's aim (one-shot, hybrid): 0 goes straight for focus. */
 function aim() {
-  const value = Number($("aim").value);
+  return numberIn("aim");
+}
+
+/* The number in an <input>, 0 when it holds none. */
+function numberIn(id) {
+  const value = Number($(id).value);
   return Number.isFinite(value) ? value : 0;
 }
 
