@@ -19,6 +19,16 @@ The pipeline follows section 3.1 of the LDSE-NET paper:
    more than 1 um out in 19 %, 24 % and 24 % (``docs/autofocus.md``). A tile whose sign is wrong
    pulls the mean by twice its defocus; trimming drops it.
 
+**Near-focus model.** A predictor may carry a second network of the same architecture,
+fine-tuned on a narrow defocus range (``meta["z_range_um"]`` of its checkpoint; the bundled
+``ldsenet_near.pt``: -2..+6 um). When the first (wide-range) model's aggregate falls inside that
+range, the same kept tiles go through the near model and its estimates replace the wide ones
+(``Prediction.model == "near"``; ``wide_defocus_um`` keeps the wide reading). The near model
+spreads less from field to field where the verify frame of a one-shot run lands (+1..+3 um with
+``aim_um=2``), so the verify correction lands closer (``docs/autofocus.md``). It costs a second
+inference on those frames only. A calibration (``autofocus.calibration``) is measured through the
+predictor as configured, so it covers the switch between the two models.
+
 ``max_tiles`` (default ``None``: every tile, the paper's method) bounds the work per frame for
 latency: tiles are examined in order of distance from the frame centre (the paper, section
 4.3, finds the centre more accurate) in batches, until ``max_tiles`` non-blank tiles are found
@@ -56,7 +66,15 @@ from autofocus.aggregation import AGGREGATES, DEFAULT_AGGREGATE, aggregate_estim
 from models.errors import ModelInputError
 from models.tiles import blank_mask, extract_tiles, tile_grid, to_unit_float
 
-__all__ = ["RUNTIMES", "Prediction", "Predictor", "compute_confidence"]
+__all__ = [
+    "RUNTIMES",
+    "NearModel",
+    "Prediction",
+    "Predictor",
+    "compute_confidence",
+    "near_window_um",
+    "resolve_near_model",
+]
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +123,8 @@ class Prediction:
     frame_shape: tuple[int, int]
     timings_ms: dict[str, float] = field(default_factory=dict)
     tiles_examined: int | None = None  # tiles the discriminant looked at (< tiles_total only with max_tiles)
+    model: str = "wide"  # "near" when the near-focus model's estimates replaced the wide model's
+    wide_defocus_um: float | None = None  # the wide model's aggregate, which chose the model
 
     @property
     def is_blank(self) -> bool:
@@ -126,6 +146,8 @@ class Prediction:
             "frame_shape": list(self.frame_shape),
             "timings_ms": dict(self.timings_ms),
             "tiles_examined": self.tiles_examined,
+            "model": self.model,
+            "wide_defocus_um": self.wide_defocus_um,
         }
 
 
@@ -176,6 +198,49 @@ class _OnnxRuntime:
         return np.asarray(out, dtype=np.float32).reshape(-1)
 
 
+@dataclass(frozen=True)
+class NearModel:
+    """The near-focus network: read when the wide model's aggregate lies in ``window_um``."""
+
+    runtime: _TorchRuntime | _OnnxRuntime
+    window_um: tuple[float, float]
+    source: str
+
+
+def near_window_um(meta: dict[str, Any], where: str) -> tuple[float, float]:
+    """The defocus range a near-focus checkpoint was trained on (``meta["z_range_um"]``)."""
+    window = meta.get("z_range_um")
+    if not (isinstance(window, list | tuple) and len(window) == 2 and all(isinstance(v, int | float) for v in window)):
+        raise ValueError(
+            f"{where}: a near-focus model needs meta['z_range_um'] = [lo, hi] (its training range), got {window!r}"
+        )
+    lo, hi = float(window[0]), float(window[1])
+    if not lo < hi:
+        raise ValueError(f"{where}: meta['z_range_um'] must have lo < hi, got {window!r}")
+    return lo, hi
+
+
+NEAR_MODEL_CHOICES = "'auto' (the bundled near-focus model with the bundled model, else none), 'none', or a path"
+
+
+def resolve_near_model(choice: str | os.PathLike[str], model: str | os.PathLike[str] | None) -> Path | None:
+    """The near-focus model file that ``choice`` names for the wide ``model`` (None: the bundled one).
+
+    ``"auto"``: the bundled near-focus model when ``model`` is the bundled one, else none (a
+    near model is trained to match its wide model); ``"none"``: none; anything else: a path.
+    """
+    from models.checkpoint import bundled_near_checkpoint_path
+
+    text = os.fspath(choice)
+    if text == "none":
+        return None
+    if text == "auto":
+        return bundled_near_checkpoint_path() if model is None or os.fspath(model) == "" else None
+    if not text.strip():
+        raise ValueError(f"near model must be {NEAR_MODEL_CHOICES}, got an empty string")
+    return Path(text)
+
+
 def _file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as fh:
@@ -220,6 +285,40 @@ def _read_onnx_meta(onnx_path: Path) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------
 # predictor
 # --------------------------------------------------------------------------------------------
+def _load_runtime(
+    path: Path, runtime: str, threads: int, cache_dir: str | os.PathLike[str] | None
+) -> tuple[_TorchRuntime | _OnnxRuntime, dict[str, Any]]:
+    """A checkpoint (``.pt``) or exported model (``.onnx``) ready to run, and its meta."""
+    from models.checkpoint import load_checkpoint
+
+    if not path.is_file():
+        raise FileNotFoundError(f"model file not found: {path}")
+    if path.suffix == ".onnx":
+        if runtime != "onnx":
+            raise ValueError(f"{path} is an ONNX file: use runtime='onnx'")
+        return _OnnxRuntime(path, threads), _read_onnx_meta(path)
+    ckpt = load_checkpoint(path)
+    meta = dict(ckpt.meta)
+    if runtime == "torch":
+        return _TorchRuntime(ckpt.model, threads), meta
+    from models.export import ExportError, export_onnx, verify_onnx
+
+    cache = Path(cache_dir) if cache_dir is not None else onnx_cache_dir()
+    cache.mkdir(parents=True, exist_ok=True)
+    onnx_path = onnx_cache_path(cache, path, ckpt.model)
+    if onnx_path.is_file():
+        try:  # a cache entry that disagrees with torch (stale or corrupt) is exported again
+            verify_onnx(ckpt, onnx_path, batch_sizes=(1,))
+        except (ExportError, OSError, ValueError, RuntimeError) as exc:
+            log.warning("cached ONNX %s disagrees with the checkpoint (%s); exporting again", onnx_path, exc)
+            onnx_path.unlink()
+    if not onnx_path.is_file():
+        tmp = onnx_path.with_name(f"{onnx_path.stem}.{os.getpid()}.tmp.onnx")
+        export_onnx(ckpt, tmp)
+        os.replace(tmp, onnx_path)  # atomic: concurrent exporters never see a half file
+    return _OnnxRuntime(onnx_path, threads), meta
+
+
 class Predictor:
     """Frame -> ``Prediction``. Build it with ``Predictor.from_checkpoint``."""
 
@@ -235,6 +334,7 @@ class Predictor:
         spread_relative: float = 0.25,
         max_tiles: int | None = None,
         source: str = "",
+        near: NearModel | None = None,
     ) -> None:
         if aggregate not in AGGREGATES:
             raise ValueError(f"aggregate must be one of {AGGREGATES}, got {aggregate!r}")
@@ -256,10 +356,16 @@ class Predictor:
         self.spread_relative = float(spread_relative)
         self.max_tiles = max_tiles
         self.source = source
+        self.near = near
 
     @property
     def runtime(self) -> str:
         return self._runtime.name
+
+    @property
+    def description(self) -> str:
+        """The model file(s) read: what a calibration records as its ``source``."""
+        return self.source if self.near is None else f"{self.source} + near-focus {self.near.source}"
 
     @classmethod
     def from_checkpoint(
@@ -275,25 +381,41 @@ class Predictor:
         spread_relative: float = 0.25,
         max_tiles: int | None = None,
         cache_dir: str | os.PathLike[str] | None = None,
+        near_model: str | os.PathLike[str] | None = None,
     ) -> Predictor:
         """Load a checkpoint (``None``: the bundled one) or a shipped ``.onnx`` for ``runtime``.
 
-        For ``runtime="onnx"`` and a ``.pt`` checkpoint, the ONNX file is exported once with
-        ``models.export.export_onnx`` and cached under ``cache_dir`` (default
+        ``near_model``: a near-focus checkpoint or ``.onnx`` (module docstring) loaded the same
+        way; None: none. For ``runtime="onnx"`` and a ``.pt`` checkpoint, the ONNX file is
+        exported once with ``models.export.export_onnx`` and cached under ``cache_dir`` (default
         ``onnx_cache_dir()``), keyed by the checkpoint's SHA-256 and the model code
         (``onnx_cache_path``); a cached file is checked against torch on load and exported
         again if it disagrees.
         """
-        from models.checkpoint import bundled_checkpoint_path, load_checkpoint
+        from models.checkpoint import bundled_checkpoint_path
 
         if runtime not in RUNTIMES:
             raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
         if not isinstance(threads, int) or threads < 1:
             raise ValueError(f"threads must be a positive integer, got {threads!r}")
         ckpt_path = Path(path) if path is not None else Path(bundled_checkpoint_path())
-        if not ckpt_path.is_file():
-            raise FileNotFoundError(f"model file not found: {ckpt_path}")
-        tuning = dict(
+        run, meta = _load_runtime(ckpt_path, runtime, threads, cache_dir)
+        near: NearModel | None = None
+        if near_model is not None:
+            near_path = Path(near_model)
+            near_run, near_meta = _load_runtime(near_path, runtime, threads, cache_dir)
+            for key in ("patch_size", "pixel_size_um", "z_reference"):
+                if near_meta.get(key) != meta.get(key):
+                    raise ValueError(
+                        f"near model {near_path} has {key}={near_meta.get(key)!r} but {ckpt_path} has "
+                        f"{meta.get(key)!r}: both models must read the same frames the same way"
+                    )
+            near = NearModel(near_run, near_window_um(near_meta, str(near_path)), str(near_path))
+        return cls(
+            run,
+            meta,
+            source=str(ckpt_path),
+            near=near,
             aggregate=aggregate,
             trim_fraction=trim_fraction,
             full_coverage_fraction=full_coverage_fraction,
@@ -301,31 +423,6 @@ class Predictor:
             spread_relative=spread_relative,
             max_tiles=max_tiles,
         )
-        if ckpt_path.suffix == ".onnx":
-            if runtime != "onnx":
-                raise ValueError(f"{ckpt_path} is an ONNX file: use runtime='onnx'")
-            meta = _read_onnx_meta(ckpt_path)
-            return cls(_OnnxRuntime(ckpt_path, threads), meta, source=str(ckpt_path), **tuning)
-        ckpt = load_checkpoint(ckpt_path)
-        meta = dict(ckpt.meta)
-        if runtime == "torch":
-            return cls(_TorchRuntime(ckpt.model, threads), meta, source=str(ckpt_path), **tuning)
-        from models.export import ExportError, export_onnx, verify_onnx
-
-        cache = Path(cache_dir) if cache_dir is not None else onnx_cache_dir()
-        cache.mkdir(parents=True, exist_ok=True)
-        onnx_path = onnx_cache_path(cache, ckpt_path, ckpt.model)
-        if onnx_path.is_file():
-            try:  # a cache entry that disagrees with torch (stale or corrupt) is exported again
-                verify_onnx(ckpt, onnx_path, batch_sizes=(1,))
-            except (ExportError, OSError, ValueError, RuntimeError) as exc:
-                log.warning("cached ONNX %s disagrees with the checkpoint (%s); exporting again", onnx_path, exc)
-                onnx_path.unlink()
-        if not onnx_path.is_file():
-            tmp = onnx_path.with_name(f"{onnx_path.stem}.{os.getpid()}.tmp.onnx")
-            export_onnx(ckpt, tmp)
-            os.replace(tmp, onnx_path)  # atomic: concurrent exporters never see a half file
-        return cls(_OnnxRuntime(onnx_path, threads), meta, source=str(ckpt_path), **tuning)
 
     # -- input -----------------------------------------------------------------------------
     def _check_frame(self, frame: np.ndarray) -> np.ndarray:
@@ -390,9 +487,19 @@ class Predictor:
         examined = sum(b is not None for b in blank)
         used = np.asarray(sorted(kept), dtype=np.int64)
         t2 = time.perf_counter()
+        wide_defocus: float | None = None
+        model = "wide"
+        t_near = 0.0
         if kept:
             batch = np.ascontiguousarray(np.concatenate(kept_patches))
-            estimates[np.asarray(kept, dtype=np.int64)] = self._runtime.run(batch)
+            kept_index = np.asarray(kept, dtype=np.int64)
+            estimates[kept_index] = self._runtime.run(batch)
+            wide_defocus = aggregate_estimates(estimates[used], self.aggregate, self.trim_fraction)
+            if self.near is not None and self.near.window_um[0] <= wide_defocus <= self.near.window_um[1]:
+                tn = time.perf_counter()
+                estimates[kept_index] = self.near.runtime.run(batch)
+                t_near = time.perf_counter() - tn
+                model = "near"
         t3 = time.perf_counter()
 
         if used.size:
@@ -450,10 +557,13 @@ class Predictor:
             runtime=self.runtime,
             frame_shape=(h, w),
             tiles_examined=examined,
+            model=model,
+            wide_defocus_um=wide_defocus,
             timings_ms={
                 "tiling": (t2 - t0 - t_blank) * 1e3,
                 "blank_filter": t_blank * 1e3,
-                "inference": (t3 - t2) * 1e3,
+                "inference": (t3 - t2 - t_near) * 1e3,
+                "near_inference": t_near * 1e3,
                 "aggregation": (t4 - t3) * 1e3,
                 "total": (t4 - t0) * 1e3,
             },

@@ -305,6 +305,7 @@ class _Run:
             "confidence": float(pred.confidence),
             "tiles_used": int(pred.tiles_used),
             "tiles_total": int(pred.tiles_total),
+            "model": pred.model,  # "near" when the near-focus model read the frame
         }
         self.record.estimates.append(entry)
         self.record.estimate_um = pred.defocus_um

@@ -1,8 +1,9 @@
 """Predictor latency for one full 2592x1944 frame on 2 CPU threads: torch and ONNX Runtime.
 
 Target: the camera's frame period at 14 fps (71 ms). Prints median and p95 per runtime, the
-split between tiling, blank filter and inference, and the network's arithmetic per frame so
-the reader can see what limits it. Writes benchmarks/results/predictor.json and .png.
+split between tiling, blank filter, inference and the near-focus model's second inference (the
+frame sits 3 um from focus, inside the bundled near model's window, so it is paid here), and the
+network's arithmetic per frame so the reader can see what limits it. Writes benchmarks/results/predictor.json and .png.
 
     .venv/bin/python benchmarks/bench_predictor.py [--repeats 20] [--threads 2]
 """
@@ -25,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 
 from machine import cpu_model  # noqa: E402  (benchmarks/machine.py; scripts run from benchmarks/)
 
-from autofocus.predictor import Predictor  # noqa: E402
+from autofocus.predictor import Predictor, resolve_near_model  # noqa: E402
 from drivers.simulated import SimulatedMicroscope  # noqa: E402
 from models.checkpoint import load_checkpoint  # noqa: E402
 
@@ -62,6 +63,11 @@ def percentile(values: list[float], q: float) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=None, help="checkpoint .pt (default: the bundled one)")
+    parser.add_argument(
+        "--near-model",
+        default="auto",
+        help="near-focus checkpoint: a path, 'none', or 'auto' (the bundled one when --model is not given)",
+    )
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--specimen", default="cells")
@@ -78,6 +84,8 @@ def main() -> int:
     meta = load_checkpoint(args.model).meta
     trained = "untrained" not in str(meta.get("status", ""))
     print(f"model: {args.model or 'bundled checkpoint'} ({'trained' if trained else 'UNTRAINED placeholder'})")
+    results_near = resolve_near_model(args.near_model, args.model)
+    print(f"near-focus model: {results_near or 'none'}")
 
     scope = SimulatedMicroscope(seed=0, specimen=args.specimen)  # 20x/0.75, 2592x1944
     scope.camera.open()
@@ -93,17 +101,30 @@ def main() -> int:
         "frame": [int(frame.shape[1]), int(frame.shape[0])],
         "target_ms": round(FRAME_PERIOD_MS, 1),
         "network_gflop_per_tile": round(gflop_tile, 3),
+        "near_model": str(results_near) if results_near else None,
         "runtimes": {},
     }
     budgets = [None if v.strip() == "all" else int(v) for v in args.max_tiles.split(",")]
     configs = [(rt, b) for b in budgets for rt in ("torch", "onnx")]
     for runtime, budget in configs:
         label = runtime if budget is None else f"{runtime}, max_tiles={budget}"
-        predictor = Predictor.from_checkpoint(args.model, runtime=runtime, threads=args.threads, max_tiles=budget)
+        predictor = Predictor.from_checkpoint(
+            args.model,
+            runtime=runtime,
+            threads=args.threads,
+            max_tiles=budget,
+            near_model=resolve_near_model(args.near_model, args.model),
+        )
         for _ in range(2):
             predictor.predict(frame)  # warm-up (allocations, ONNX graph optimisation)
         totals: list[float] = []
-        parts: dict[str, list[float]] = {"tiling": [], "blank_filter": [], "inference": [], "aggregation": []}
+        parts: dict[str, list[float]] = {
+            "tiling": [],
+            "blank_filter": [],
+            "inference": [],
+            "near_inference": [],
+            "aggregation": [],
+        }
         tiles_used = 0
         for _ in range(args.repeats):
             t0 = time.perf_counter()
@@ -124,12 +145,14 @@ def main() -> int:
             "ratio_to_target": round(median / FRAME_PERIOD_MS, 2),
         }
         row["estimate_um"] = round(float(pred.defocus_um), 3) if pred.defocus_um is not None else None
+        row["model"] = pred.model
         results["runtimes"][label] = row
         split = ", ".join(f"{k} {v} ms" for k, v in row["split_median_ms"].items())
         print(
             f"{runtime:>5}: median {row['median_ms']} ms, p95 {row['p95_ms']} ms "
             f"({row['ratio_to_target']}x the {FRAME_PERIOD_MS:.0f} ms frame period); {split}; "
-            f"{tiles_used}/{pred.tiles_total} tiles, {row['inference_gflop_s']} GFLOP/s in the network"
+            f"{tiles_used}/{pred.tiles_total} tiles read by the {pred.model} model, "
+            f"{row['inference_gflop_s']} GFLOP/s in the network"
         )
 
     full = {k: v for k, v in results["runtimes"].items() if "max_tiles" not in k} or results["runtimes"]
@@ -153,7 +176,9 @@ def main() -> int:
     names = list(results["runtimes"])
     left = np.zeros(len(names))
     for part, colour in zip(
-        ("tiling", "blank_filter", "inference", "aggregation"), ("C0", "C1", "C2", "C3"), strict=True
+        ("tiling", "blank_filter", "inference", "near_inference", "aggregation"),
+        ("C0", "C1", "C2", "C4", "C3"),
+        strict=True,
     ):
         values = np.array([results["runtimes"][n]["split_median_ms"][part] for n in names])
         ax.barh(names, values, left=left, color=colour, label=part)

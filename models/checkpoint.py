@@ -42,6 +42,7 @@ REQUIRED_META: tuple[str, ...] = (
 )
 _REQUIRED_KEYS: tuple[str, ...] = ("format", "format_version", "name", "config", "state_dict", "meta")
 BUNDLED_NAME = "ldsenet.pt"
+BUNDLED_NEAR_NAME = "ldsenet_near.pt"
 
 
 class CheckpointError(ValueError):
@@ -70,6 +71,15 @@ def package_version() -> str:
 def bundled_checkpoint_path() -> Path:
     """Path of the LDSE-NET checkpoint shipped with the package (models/weights/ldsenet.pt)."""
     return Path(__file__).resolve().parent / "weights" / BUNDLED_NAME
+
+
+def bundled_near_checkpoint_path() -> Path:
+    """Path of the near-focus LDSE-NET shipped with the package (models/weights/ldsenet_near.pt).
+
+    Same network, fine-tuned on a narrow defocus range (its ``meta["z_range_um"]``) for the
+    frames that the bundled model already places near focus (``autofocus.predictor``).
+    """
+    return Path(__file__).resolve().parent / "weights" / BUNDLED_NEAR_NAME
 
 
 def check_meta(meta: dict[str, Any]) -> None:

@@ -87,6 +87,11 @@ class Settings(HardwareConfig, BaseSettings):
     model_path: Path | None = Field(
         default=None, description="checkpoint (.pt) or ONNX file of the defocus model; empty: the bundled model"
     )
+    near_model: str = Field(
+        default="auto",
+        description="near-focus model read where the first model places a frame near focus (docs/autofocus.md): "
+        "'auto' (the bundled one with the bundled model, none with another model), 'none', or a .pt/.onnx file",
+    )
     runtime: Literal["torch", "onnx"] = Field(default="torch", description="inference runtime")
     predictor_threads: int = Field(default=2, ge=1, le=64, description="CPU threads for inference")
     predictor_aggregate: Aggregate = Field(
@@ -182,6 +187,18 @@ class Settings(HardwareConfig, BaseSettings):
         if not path.is_file():
             raise ValueError(f"model_path={str(value)!r} is not a file (a .pt checkpoint or an .onnx model)")
         return path
+
+    @field_validator("near_model")
+    @classmethod
+    def _near_model_choice(cls, value: str) -> str:
+        if value in ("auto", "none"):
+            return value
+        path = Path(value).expanduser()
+        if not value.strip() or not path.is_file():
+            raise ValueError(
+                f"near_model={value!r} must be 'auto', 'none' or an existing .pt checkpoint or .onnx model file"
+            )
+        return str(path)
 
     @field_validator("runs_db")
     @classmethod

@@ -14,7 +14,7 @@ from typing import Any
 
 from autofocus.calibration import FocusCalibration
 from autofocus.hardware import Hardware, open_hardware
-from autofocus.predictor import Predictor
+from autofocus.predictor import Predictor, resolve_near_model
 from drivers.errors import ConfigurationError
 from service.errors import BadRequestError
 from service.hardware import FrameSource, TappedCamera
@@ -88,6 +88,11 @@ class ServiceState:
         return finite(
             {
                 "source": self.predictor.source,
+                "near_model": (
+                    {"source": self.predictor.near.source, "window_um": list(self.predictor.near.window_um)}
+                    if self.predictor.near is not None
+                    else None
+                ),
                 "runtime": self.predictor.runtime,
                 "aggregate": self.predictor.aggregate,
                 "patch_size": self.predictor.patch_size,
@@ -158,6 +163,7 @@ def open_state(settings: Settings, api_key: str, metrics: Metrics) -> ServiceSta
         threads=settings.predictor_threads,
         aggregate=settings.predictor_aggregate,
         max_tiles=settings.predictor_max_tiles,
+        near_model=resolve_near_model(settings.near_model, settings.model_path),
     )
     hardware = open_hardware(settings.hardware_config())
     try:

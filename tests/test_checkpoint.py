@@ -13,6 +13,7 @@ from models.checkpoint import (
     Checkpoint,
     CheckpointError,
     bundled_checkpoint_path,
+    bundled_near_checkpoint_path,
     load_checkpoint,
     save_checkpoint,
 )
@@ -57,12 +58,15 @@ def test_train_state_is_optional(tmp_path: Path) -> None:
     assert load_checkpoint(save_checkpoint(ckpt, tmp_path / "b.pt", with_train_state=False)).train_state is None
 
 
-def test_bundled_checkpoint_is_usable_and_kb_level() -> None:
-    path = bundled_checkpoint_path()
+@pytest.mark.parametrize("which", ["wide", "near"])
+def test_bundled_checkpoints_are_usable_and_kb_level(which: str) -> None:
+    path = bundled_checkpoint_path() if which == "wide" else bundled_near_checkpoint_path()
     assert path.is_file()
     assert path.stat().st_size <= 150_000
-    ckpt = load_checkpoint()  # None: the bundled model
+    ckpt = load_checkpoint(None if which == "wide" else path)  # None: the bundled model
     assert ckpt.name == "ldsenet"
+    lo, hi = ckpt.meta["z_range_um"]
+    assert (lo, hi) == ((-10.0, 10.0) if which == "wide" else (-2.0, 6.0))
     for key in REQUIRED_META:
         assert key in ckpt.meta
     assert ckpt.meta["patch_size"] == 224

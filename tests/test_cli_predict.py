@@ -13,7 +13,7 @@ import pytest
 import tifffile
 
 from autofocus.cli import main
-from autofocus.predictor import Predictor
+from autofocus.predictor import Predictor, resolve_near_model
 
 
 def busy_rgb(height: int, width: int, seed: int) -> np.ndarray:
@@ -27,7 +27,8 @@ def busy_rgb(height: int, width: int, seed: int) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def predictor() -> Predictor:
-    return Predictor.from_checkpoint(None, runtime="torch", threads=1)
+    """What the command builds by default: the bundled model with its near-focus model."""
+    return Predictor.from_checkpoint(None, runtime="torch", threads=1, near_model=resolve_near_model("auto", None))
 
 
 @pytest.fixture
@@ -61,6 +62,17 @@ def test_json_output_matches_the_predictor(
     if abs(bgr_estimate - expected) > 1e-3:  # the check below can tell RGB from BGR
         assert abs(rows[0]["defocus_um"] - bgr_estimate) > 1e-3
     assert rows[2]["defocus_um"] == pytest.approx(expected, abs=0.5)  # JPEG: lossy but close
+    assert rows[0]["model"] == predictor.predict(png_rgb).model
+
+
+def test_near_model_option(images: dict[str, tuple[Path, np.ndarray]], capsys: pytest.CaptureFixture[str]) -> None:
+    png, rgb = images["png"]
+    wide = Predictor.from_checkpoint(None, runtime="torch", threads=1)
+    assert main(["predict", "--json", "--threads", "1", "--near-model", "none", str(png)]) == 0
+    row = json.loads(capsys.readouterr().out)[0]
+    assert row["model"] == "wide" and row["defocus_um"] == pytest.approx(wide.predict(rgb).defocus_um, abs=1e-5)
+    assert main(["predict", "--threads", "1", "--near-model", str(png.with_name("no.pt")), str(png)]) == 2
+    assert "model file not found" in capsys.readouterr().err
 
 
 def test_table_output_and_tiles_option(
@@ -69,8 +81,8 @@ def test_table_output_and_tiles_option(
     png = str(images["png"][0])
     assert main(["predict", "--threads", "1", png]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert lines[0].split() == ["path", "defocus_um", "confidence", "spread_um", "tiles"]
-    assert lines[1].startswith(png) and lines[1].split()[-1] == "4/4"
+    assert lines[0].split() == ["path", "defocus_um", "confidence", "spread_um", "tiles", "model"]
+    assert lines[1].startswith(png) and lines[1].split()[-2:] in (["4/4", "wide"], ["4/4", "near"])
     assert main(["predict", "--json", "--tiles", "--aggregate", "median", "--threads", "1", png]) == 0
     row = json.loads(capsys.readouterr().out)[0]
     assert len(row["tiles"]) == 4 and len(row["region_map"]) == 3
@@ -82,7 +94,9 @@ def test_max_tiles_option_limits_the_tiles_used(
     png_path, rgb = images["png"]
     assert main(["predict", "--json", "--max-tiles", "2", "--threads", "1", str(png_path)]) == 0
     row = json.loads(capsys.readouterr().out)[0]
-    limited = Predictor.from_checkpoint(None, runtime="torch", threads=1, max_tiles=2).predict(rgb)
+    limited = Predictor.from_checkpoint(
+        None, runtime="torch", threads=1, max_tiles=2, near_model=resolve_near_model("auto", None)
+    ).predict(rgb)
     assert row["tiles_used"] == limited.tiles_used == 2
     assert row["defocus_um"] == pytest.approx(limited.defocus_um, abs=1e-5)
     assert main(["predict", "--max-tiles", "0", str(png_path)]) == 2

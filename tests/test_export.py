@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from models import build_model
-from models.checkpoint import Checkpoint, bundled_checkpoint_path, load_checkpoint
+from models.checkpoint import Checkpoint, bundled_checkpoint_path, bundled_near_checkpoint_path, load_checkpoint
 from models.export import INPUT_NAME, OPSET, OUTPUT_NAME, ExportError, export_onnx, read_onnx_meta, verify_onnx
 
 META = {
@@ -63,9 +63,10 @@ def test_verify_detects_a_different_model(exported: tuple[Checkpoint, Path]) -> 
         verify_onnx(Checkpoint(other, "ldsenet", {}, META), path)
 
 
-def test_bundled_onnx_matches_bundled_checkpoint() -> None:
-    onnx_path = bundled_checkpoint_path().with_suffix(".onnx")
-    ckpt = load_checkpoint()
+@pytest.mark.parametrize("path", [bundled_checkpoint_path(), bundled_near_checkpoint_path()], ids=["wide", "near"])
+def test_bundled_onnx_matches_bundled_checkpoint(path: Path) -> None:
+    onnx_path = path.with_suffix(".onnx")
+    ckpt = load_checkpoint(path)
     assert onnx_path.is_file()
     assert read_onnx_meta(onnx_path) == ckpt.meta  # exported from this very checkpoint
     assert verify_onnx(ckpt, onnx_path, batch_sizes=(2,)) < 1e-3

@@ -76,6 +76,7 @@ def test_health_ready_status(client: TestClient) -> None:
     assert lo < status["stage"]["z_um"] < hi
     assert status["busy_job"] is None
     assert status["model"]["runtime"] == "torch"
+    assert status["model"]["near_model"]["window_um"] == [-2.0, 6.0]  # near_model "auto" with the bundled model
     assert isinstance(status["simulated_truth"]["defocus_um"], float)
 
 
@@ -506,6 +507,7 @@ def test_settings_from_toml_env_and_overrides(tmp_path: Path, monkeypatch: pytes
         ({"stage_limits_um": [5, -5]}, "", "stage_limits_um"),
         ({"camera": "opencv"}, "", "stage"),
         ({"model_path": "/no/such/model.pt"}, "", "model_path"),
+        ({"near_model": "/no/such/near.pt"}, "", "near_model"),
         ({"host": "lab pc"}, "", "host"),
         ({}, "bogus_setting = 1\n", "bogus_setting"),
     ],

@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
             xy_stage=hw.xy_stage,
             positions=positions,
             min_confidence=args.min_confidence,
-            source=predictor.source or "bundled",
+            source=predictor.description,
         )
     cal.save(args.out)
     if args.json:

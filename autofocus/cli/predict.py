@@ -67,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
             "spread_um": pred.spread_um,
             "tiles_used": pred.tiles_used,
             "tiles_total": pred.tiles_total,
+            "model": pred.model,
             "width": pred.frame_shape[1],
             "height": pred.frame_shape[0],
         }
@@ -78,11 +79,11 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(rows, indent=2))
         return 0
     width = max(4, *(len(r["path"]) for r in rows))
-    print(f"{'path':<{width}}  {'defocus_um':>10}  {'confidence':>10}  {'spread_um':>9}  {'tiles':>7}")
+    print(f"{'path':<{width}}  {'defocus_um':>10}  {'confidence':>10}  {'spread_um':>9}  {'tiles':>7}  model")
     for r in rows:
         tiles = f"{r['tiles_used']}/{r['tiles_total']}"
         print(
             f"{r['path']:<{width}}  {_fmt(r['defocus_um'], '+10.3f')}  {r['confidence']:>10.2f}  "
-            f"{_fmt(r['spread_um'], '9.3f')}  {tiles:>7}"
+            f"{_fmt(r['spread_um'], '9.3f')}  {tiles:>7}  {r['model']}"
         )
     return 0

@@ -10,8 +10,14 @@ from autofocus.aggregation import AGGREGATES, DEFAULT_AGGREGATE
 
 
 def add_predictor_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add ``--model``, ``--runtime``, ``--threads``, ``--aggregate`` and ``--max-tiles`` to ``parser``."""
+    """Add ``--model``, ``--near-model``, ``--runtime``, ``--threads``, ``--aggregate`` and ``--max-tiles``."""
     parser.add_argument("--model", type=Path, default=None, help="checkpoint .pt or exported .onnx (default: bundled)")
+    parser.add_argument(
+        "--near-model",
+        default="auto",
+        help="near-focus model, read where --model places a frame near focus: 'auto' (default: the bundled one "
+        "with the bundled model, none with another), 'none', or a .pt/.onnx file",
+    )
     parser.add_argument("--runtime", choices=("torch", "onnx"), default="torch", help="inference runtime")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads for inference (default 2)")
     parser.add_argument(
@@ -27,8 +33,13 @@ def add_predictor_arguments(parser: argparse.ArgumentParser) -> None:
 
 def predictor_from_args(args: argparse.Namespace) -> Any:
     """The ``autofocus.predictor.Predictor`` the options ask for (torch is imported only here)."""
-    from autofocus.predictor import Predictor
+    from autofocus.predictor import Predictor, resolve_near_model
 
     return Predictor.from_checkpoint(
-        args.model, runtime=args.runtime, threads=args.threads, aggregate=args.aggregate, max_tiles=args.max_tiles
+        args.model,
+        runtime=args.runtime,
+        threads=args.threads,
+        aggregate=args.aggregate,
+        max_tiles=args.max_tiles,
+        near_model=resolve_near_model(args.near_model, args.model),
     )

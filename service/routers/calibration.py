@@ -82,8 +82,8 @@ def _not_while_measuring(state: ServiceState, what: str) -> None:
 
 def _store(state: ServiceState, cal: FocusCalibration) -> None:
     """Write the file first (atomically), then use it: a failed write leaves the old one in force."""
-    if cal.source and cal.source != (state.predictor.source or "bundled"):
-        log.warning("calibration measured with %s, the service runs %s", cal.source, state.predictor.source)
+    if cal.source and cal.source != state.predictor.description:
+        log.warning("calibration measured with %s, the service runs %s", cal.source, state.predictor.description)
     with state.calibration_lock:
         state.settings.calibration_file.parent.mkdir(parents=True, exist_ok=True)
         cal.save(state.settings.calibration_file)
@@ -161,7 +161,7 @@ def measure(request: MeasureCalibrationRequest, response: Response, state: State
             xy_stage=xy_stage,
             positions=positions,
             min_confidence=request.min_confidence,
-            source=state.predictor.source or "bundled",
+            source=state.predictor.description,
             cancel=job.cancel_token,
             progress=lambda message: job.report(finite(message)),
         )

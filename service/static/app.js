@@ -372,7 +372,8 @@ async function pollStatus() {
 function showEstimate(e) {
   $("est-defocus").textContent = e.defocus_um === null ? "blank" : `${signed(e.defocus_um, 2)} µm`;
   $("est-conf").textContent = fmt(e.confidence, 2);
-  $("est-tiles").textContent = e.tiles_used !== undefined ? `${e.tiles_used} / ${e.tiles_total}` : "–";
+  const model = e.model === "near" ? " (near-focus model)" : "";
+  $("est-tiles").textContent = e.tiles_used !== undefined ? `${e.tiles_used} / ${e.tiles_total}${model}` : "–";
   pushPoint("est", e.defocus_um);
 }
 

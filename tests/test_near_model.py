@@ -1,0 +1,123 @@
+"""Near-focus model: the predictor reads it where the wide model places a frame in its window.
+
+Expected values are recomputed here from the two networks and numpy, independently of
+``autofocus.predictor``. The near model's window comes from its checkpoint's
+``meta["z_range_um"]``; the tests write copies of the bundled near checkpoint with chosen windows.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from autofocus.aggregation import DEFAULT_AGGREGATE, aggregate_estimates
+from autofocus.predictor import Predictor, resolve_near_model
+from models.checkpoint import bundled_near_checkpoint_path, load_checkpoint, save_checkpoint
+from tests.test_predictor import busy_image, net_on
+
+
+def near_copy(tmp_path: Path, window: list[float], name: str = "near.pt", **meta: object) -> Path:
+    """The bundled near checkpoint saved with ``z_range_um = window`` (and other meta overrides)."""
+    ckpt = load_checkpoint(bundled_near_checkpoint_path())
+    ckpt.meta = {**ckpt.meta, "z_range_um": window, **meta}
+    return save_checkpoint(ckpt, tmp_path / name, with_train_state=False)
+
+
+@pytest.fixture(scope="module")
+def wide() -> Predictor:
+    return Predictor.from_checkpoint(None, runtime="torch", threads=1)
+
+
+@pytest.fixture(scope="module")
+def near_network() -> torch.nn.Module:
+    return load_checkpoint(bundled_near_checkpoint_path()).model.eval()
+
+
+def test_near_model_replaces_the_estimates_inside_its_window(
+    wide: Predictor, near_network: torch.nn.Module, tmp_path: Path
+) -> None:
+    frame = busy_image(448, 672, seed=3)
+    frame[:224, :224] = 200  # one blank tile: the near model reads the same kept tiles
+    plain = wide.predict(frame)
+    assert plain.model == "wide" and plain.wide_defocus_um == pytest.approx(plain.defocus_um)
+    w = plain.defocus_um
+    assert w is not None
+    inside = Predictor.from_checkpoint(
+        None, runtime="torch", threads=1, near_model=near_copy(tmp_path, [w - 0.01, w + 0.01])
+    )
+    pred = inside.predict(frame)
+    assert pred.model == "near" and pred.wide_defocus_um == pytest.approx(w, abs=1e-6)
+    used = [t for t in pred.tiles if not t["blank"]]
+    assert [(t["row"], t["col"]) for t in used] == [(t["row"], t["col"]) for t in plain.tiles if not t["blank"]]
+    patches = np.stack([frame[t["y0"] : t["y0"] + 224, t["x0"] : t["x0"] + 224] for t in used])
+    expected = net_on(near_network, patches)
+    np.testing.assert_allclose([t["defocus_um"] for t in used], expected, atol=1e-4)
+    assert pred.defocus_um == pytest.approx(aggregate_estimates(expected, DEFAULT_AGGREGATE, 0.2), abs=1e-4)
+    assert pred.spread_um == pytest.approx(expected.std(), abs=1e-4)
+    assert not np.allclose(expected, [t["defocus_um"] for t in plain.tiles if not t["blank"]], atol=1e-3)
+    assert pred.timings_ms["near_inference"] > 0
+    d = pred.to_dict()
+    assert d["model"] == "near" and d["wide_defocus_um"] == pytest.approx(w, abs=1e-6)
+    assert inside.description == f"{inside.source} + near-focus {tmp_path / 'near.pt'}"
+
+
+def test_outside_its_window_the_wide_reading_stands(wide: Predictor, tmp_path: Path) -> None:
+    frame = busy_image(448, 672, seed=4)
+    plain = wide.predict(frame)
+    w = plain.defocus_um
+    assert w is not None
+    above = Predictor.from_checkpoint(
+        None, runtime="torch", threads=1, near_model=near_copy(tmp_path, [w + 0.01, w + 5])
+    )
+    pred = above.predict(frame)
+    assert pred.model == "wide" and pred.defocus_um == pytest.approx(w, abs=1e-6)
+    assert pred.timings_ms["near_inference"] == 0.0
+    assert [t["defocus_um"] for t in pred.tiles] == pytest.approx([t["defocus_um"] for t in plain.tiles], abs=1e-6)
+    blank = above.predict(np.full((448, 672, 3), 180, dtype=np.uint8))
+    assert blank.model == "wide" and blank.defocus_um is None and blank.wide_defocus_um is None
+
+
+def test_onnx_runtime_reads_the_near_model_like_torch(tmp_path: Path) -> None:
+    frame = busy_image(448, 672, seed=5)
+    path = near_copy(tmp_path, [-100.0, 100.0])
+    a = Predictor.from_checkpoint(None, runtime="torch", threads=1, near_model=path)
+    b = Predictor.from_checkpoint(None, runtime="onnx", threads=1, near_model=path, cache_dir=tmp_path / "onnx")
+    pa, pb = a.predict(frame), b.predict(frame)
+    assert pa.model == pb.model == "near" and b.near is not None and b.near.runtime.name == "onnx"
+    assert pb.defocus_um == pytest.approx(pa.defocus_um, abs=1e-3)
+    shipped = Predictor.from_checkpoint(
+        bundled_near_checkpoint_path().parent / "ldsenet.onnx",
+        runtime="onnx",
+        threads=1,
+        near_model=bundled_near_checkpoint_path().with_suffix(".onnx"),
+    )
+    assert shipped.near is not None and shipped.near.window_um == (-2.0, 6.0)
+
+
+@pytest.mark.parametrize(
+    ("window", "meta", "match"),
+    [
+        ([3.0, 1.0], {}, "lo < hi"),
+        ("near", {}, r"z_range_um.*\[lo, hi\]"),
+        ([-2.0, 6.0], {"pixel_size_um": 0.345}, "pixel_size_um=0.345.*same frames"),
+        ([-2.0, 6.0], {"z_reference": "sharpness_peak"}, "z_reference"),
+    ],
+)
+def test_unusable_near_models_are_refused(tmp_path: Path, window: object, meta: dict, match: str) -> None:
+    path = near_copy(tmp_path, window, **meta)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=match):
+        Predictor.from_checkpoint(None, runtime="torch", threads=1, near_model=path)
+    with pytest.raises(FileNotFoundError, match="model file not found"):
+        Predictor.from_checkpoint(None, runtime="torch", threads=1, near_model=tmp_path / "missing.pt")
+
+
+def test_resolve_near_model_choices(tmp_path: Path) -> None:
+    assert resolve_near_model("auto", None) == bundled_near_checkpoint_path()
+    assert resolve_near_model("auto", tmp_path / "mine.pt") is None  # a near model matches its own wide model
+    assert resolve_near_model("none", None) is None
+    assert resolve_near_model(str(tmp_path / "n.pt"), None) == tmp_path / "n.pt"
+    with pytest.raises(ValueError, match="'auto'.*'none'.*path"):
+        resolve_near_model("  ", None)
