@@ -165,6 +165,13 @@ def open_state(settings: Settings, api_key: str, metrics: Metrics) -> ServiceSta
         max_tiles=settings.predictor_max_tiles,
         near_model=resolve_near_model(settings.near_model, settings.model_path),
     )
+    if calibration is not None and calibration.source and calibration.source != predictor.description:
+        log.warning(
+            "calibration_file %s was measured with %s, the service runs %s: calibrate again",
+            settings.calibration_file,
+            calibration.source,
+            predictor.description,
+        )
     hardware = open_hardware(settings.hardware_config())
     try:
         device_lock = DeviceLock()

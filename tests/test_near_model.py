@@ -119,5 +119,5 @@ def test_resolve_near_model_choices(tmp_path: Path) -> None:
     assert resolve_near_model("auto", tmp_path / "mine.pt") is None  # a near model matches its own wide model
     assert resolve_near_model("none", None) is None
     assert resolve_near_model(str(tmp_path / "n.pt"), None) == tmp_path / "n.pt"
-    with pytest.raises(ValueError, match="'auto'.*'none'.*path"):
+    with pytest.raises(ValueError, match=r"'auto'.*'none'.*path"):
         resolve_near_model("  ", None)

@@ -103,10 +103,22 @@ def test_measure_then_autofocus_and_lock_read_through_it(client: TestClient) -> 
         assert job["params"]["calibration"] == expected
 
 
-def test_the_calibration_survives_a_restart_and_a_broken_file_stops_the_start(tmp_path: Path) -> None:
+def test_the_calibration_survives_a_restart_and_a_broken_file_stops_the_start(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     (tmp_path / "calibration.json").write_text(json.dumps(LINEAR))
     with TestClient(create_app(make_test_settings(tmp_path, KEY))) as c:
         assert c.get("/calibration").json()["calibration"] == LINEAR
+    other = {**LINEAR, "source": "someone_elses_model.pt"}  # measured with other models: loaded, with a warning
+    (tmp_path / "calibration.json").write_text(json.dumps(other))
+    with (
+        caplog.at_level("WARNING", logger="service.state"),
+        TestClient(create_app(make_test_settings(tmp_path, KEY))) as c,
+    ):
+        assert c.get("/calibration").json()["calibration"]["source"] == "someone_elses_model.pt"
+        near = c.get("/status").json()["model"]["near_model"]["source"]
+    warned = [r.getMessage() for r in caplog.records if "calibrate again" in r.getMessage()]
+    assert len(warned) == 1 and "someone_elses_model.pt" in warned[0] and near in warned[0]
     (tmp_path / "calibration.json").write_text("{broken")
     with (
         pytest.raises(ConfigurationError, match="calibration_file"),
