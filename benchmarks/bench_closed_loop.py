@@ -41,10 +41,12 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from model_options import add_model_arguments, open_predictor  # noqa: E402
+
 from autofocus.aggregation import AGGREGATES, DEFAULT_AGGREGATE  # noqa: E402
 from autofocus.calibration import FocusCalibration, measure_calibration  # noqa: E402
 from autofocus.offset import measure_focus_offset  # noqa: E402
-from autofocus.predictor import Predictor, resolve_near_model  # noqa: E402
+from autofocus.predictor import Predictor  # noqa: E402
 from autofocus.routines import AutofocusOptions, run_autofocus  # noqa: E402
 from drivers.errors import UnreliableEstimateError  # noqa: E402
 from drivers.simulated import SimulatedMicroscope  # noqa: E402
@@ -258,12 +260,7 @@ def summarise(trials: list[dict[str, Any]]) -> dict[str, Any]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", type=Path, default=None, help="checkpoint .pt (default: the bundled one)")
-    parser.add_argument(
-        "--near-model",
-        default="auto",
-        help="near-focus checkpoint: a path, 'none', or 'auto' (the bundled one when --model is not given)",
-    )
+    add_model_arguments(parser)
     parser.add_argument("--trials", type=int, default=500, help="trials on the ROI frame")
     parser.add_argument("--frame", default="896x672", help="ROI frame WIDTHxHEIGHT for the bulk of the trials")
     parser.add_argument("--full-frame-trials", type=int, default=12, help="extra trials on full 2592x1944 frames")
@@ -304,14 +301,7 @@ def main() -> int:
         f"model: {args.model or 'bundled checkpoint'} ({'trained' if trained else 'UNTRAINED placeholder'}); "
         f"load average {[round(x, 2) for x in os.getloadavg()]}"
     )
-    predictor = Predictor.from_checkpoint(
-        args.model,
-        runtime="onnx",
-        threads=args.threads,
-        aggregate=args.aggregate,
-        near_model=resolve_near_model(args.near_model, args.model),
-    )
-    print(f"near-focus model: {predictor.near.source if predictor.near else 'none'}")
+    predictor = open_predictor(args, threads=args.threads, aggregate=args.aggregate)
     calibration: dict[str, Any] | None = None
     if args.calibrate_fields > 0:
         calibration = calibrate_focus_offset(

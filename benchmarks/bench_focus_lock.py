@@ -24,11 +24,12 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from model_options import add_model_arguments, open_predictor  # noqa: E402
+
 from autofocus.aggregation import AGGREGATES, DEFAULT_AGGREGATE  # noqa: E402
 from autofocus.calibration import FocusCalibration, measure_calibration  # noqa: E402
 from autofocus.focuslock import FocusLock, FocusLockOptions  # noqa: E402
 from autofocus.offset import measure_focus_offset  # noqa: E402
-from autofocus.predictor import Predictor, resolve_near_model  # noqa: E402
 from drivers.simulated import DriftModel, SimulatedMicroscope  # noqa: E402
 from models.checkpoint import load_checkpoint  # noqa: E402
 
@@ -37,12 +38,7 @@ RESULTS = ROOT / "benchmarks" / "results"
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", type=Path, default=None, help="checkpoint .pt (default: the bundled one)")
-    parser.add_argument(
-        "--near-model",
-        default="auto",
-        help="near-focus checkpoint: a path, 'none', or 'auto' (the bundled one when --model is not given)",
-    )
+    add_model_arguments(parser)
     parser.add_argument("--hours", type=float, default=8.0)
     parser.add_argument("--interval-s", type=float, default=30.0)
     parser.add_argument("--sample-s", type=float, default=5.0)
@@ -101,14 +97,7 @@ def main() -> int:
     )
     scope.camera.open()
     scope.focus_stage.open()
-    predictor = Predictor.from_checkpoint(
-        args.model,
-        runtime="onnx",
-        threads=args.threads,
-        aggregate=args.aggregate,
-        near_model=resolve_near_model(args.near_model, args.model),
-    )
-    print(f"near-focus model: {predictor.near.source if predictor.near else 'none'}")
+    predictor = open_predictor(args, threads=args.threads, aggregate=args.aggregate)
 
     trace: list[tuple[float, float, float]] = []  # (time_s, true defocus, drift)
 

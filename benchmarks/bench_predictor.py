@@ -25,8 +25,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from machine import cpu_model  # noqa: E402  (benchmarks/machine.py; scripts run from benchmarks/)
+from model_options import add_model_arguments, open_predictor  # noqa: E402
 
-from autofocus.predictor import Predictor, resolve_near_model  # noqa: E402
+from autofocus.predictor import resolve_near_model  # noqa: E402
 from drivers.simulated import SimulatedMicroscope  # noqa: E402
 from models.checkpoint import load_checkpoint  # noqa: E402
 
@@ -62,12 +63,7 @@ def percentile(values: list[float], q: float) -> float:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", type=Path, default=None, help="checkpoint .pt (default: the bundled one)")
-    parser.add_argument(
-        "--near-model",
-        default="auto",
-        help="near-focus checkpoint: a path, 'none', or 'auto' (the bundled one when --model is not given)",
-    )
+    add_model_arguments(parser)
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--specimen", default="cells")
@@ -108,13 +104,7 @@ def main() -> int:
     configs = [(rt, b) for b in budgets for rt in ("torch", "onnx")]
     for runtime, budget in configs:
         label = runtime if budget is None else f"{runtime}, max_tiles={budget}"
-        predictor = Predictor.from_checkpoint(
-            args.model,
-            runtime=runtime,
-            threads=args.threads,
-            max_tiles=budget,
-            near_model=resolve_near_model(args.near_model, args.model),
-        )
+        predictor = open_predictor(args, runtime=runtime, threads=args.threads, max_tiles=budget)
         for _ in range(2):
             predictor.predict(frame)  # warm-up (allocations, ONNX graph optimisation)
         totals: list[float] = []

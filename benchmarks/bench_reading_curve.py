@@ -27,20 +27,14 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from bench_closed_loop import open_scopes, set_true_defocus  # noqa: E402
-
-from autofocus.predictor import Predictor, resolve_near_model  # noqa: E402
+from model_options import add_model_arguments, open_predictor  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", type=Path, default=None, help="checkpoint .pt (default: the bundled one)")
-    parser.add_argument(
-        "--near-model",
-        default="auto",
-        help="near-focus checkpoint: a path, 'none', or 'auto' (the bundled one when --model is not given)",
-    )
+    add_model_arguments(parser)
     parser.add_argument("--fields", type=int, default=12, help="random fields of view per specimen")
     parser.add_argument("--frame", default="896x672", help="ROI frame WIDTHxHEIGHT")
     parser.add_argument("--range-um", type=float, default=4.0)
@@ -53,9 +47,7 @@ def main() -> int:
 
     width, height = (int(v) for v in args.frame.lower().split("x"))
     specimens = [s.strip() for s in args.specimens.split(",") if s.strip()]
-    predictor = Predictor.from_checkpoint(
-        args.model, runtime="onnx", threads=args.threads, near_model=resolve_near_model(args.near_model, args.model)
-    )
+    predictor = open_predictor(args, threads=args.threads)
     k = round(args.range_um / args.step_um)
     planes = [round(args.step_um * i, 6) for i in range(-k, k + 1)]
     rng = np.random.default_rng([args.seed, 0x5EAD])

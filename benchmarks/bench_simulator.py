@@ -72,9 +72,11 @@ def bench_patches(repeats: int) -> list[dict[str, object]]:
                 "same_field_new_z_cpu_ms_median": 1000 * statistics.median(same_cpu),
             }
             rows.append(row)
-            print(f"patch 224  {objective:9s} {kind:7s} new field {row['new_field_ms_median']:6.1f} ms "
-                  f"(cpu {row['new_field_cpu_ms_median']:6.1f})   same field, new z "
-                  f"{row['same_field_new_z_ms_median']:6.1f} ms (cpu {row['same_field_new_z_cpu_ms_median']:6.1f})")
+            print(
+                f"patch 224  {objective:9s} {kind:7s} new field {row['new_field_ms_median']:6.1f} ms "
+                f"(cpu {row['new_field_cpu_ms_median']:6.1f})   same field, new z "
+                f"{row['same_field_new_z_ms_median']:6.1f} ms (cpu {row['same_field_new_z_cpu_ms_median']:6.1f})"
+            )
     return rows
 
 
@@ -104,10 +106,12 @@ def bench_frames(objectives: list[str], kinds: list[str]) -> list[dict[str, obje
                 "same_z_snap_s": t4 - t3,
             }
             rows.append(row)
-            print(f"frame {scope.frame_shape[1]}x{scope.frame_shape[0]} {objective:9s} {kind:7s} first snap "
-                  f"{row['first_snap_s']:5.2f} s (cpu {row['first_snap_cpu_s']:5.2f}; specimen + optics)   new z "
-                  f"{row['new_z_snap_s']:5.2f} s (cpu {row['new_z_snap_cpu_s']:5.2f})   "
-                  f"same z {row['same_z_snap_s']:5.2f} s")
+            print(
+                f"frame {scope.frame_shape[1]}x{scope.frame_shape[0]} {objective:9s} {kind:7s} first snap "
+                f"{row['first_snap_s']:5.2f} s (cpu {row['first_snap_cpu_s']:5.2f}; specimen + optics)   new z "
+                f"{row['new_z_snap_s']:5.2f} s (cpu {row['new_z_snap_cpu_s']:5.2f})   "
+                f"same z {row['same_z_snap_s']:5.2f} s"
+            )
     return rows
 
 
@@ -116,16 +120,27 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="fewer repetitions and frames")
     args = parser.parse_args()
     info = machine()
-    print(f"machine: {info['cpu']}, {info['cores']} cores, load {info['load_average_1min']}, "
-          f"numpy {info['numpy']}, scipy {info['scipy']}")
+    print(
+        f"machine: {info['cpu']}, {info['cores']} cores, load {info['load_average_1min']}, "
+        f"numpy {info['numpy']}, scipy {info['scipy']}"
+    )
     patches = bench_patches(3 if args.quick else 8)
     if args.quick:
         frames = bench_frames(["20x/0.75"], ["cells"])
     else:
         frames = bench_frames(list(OBJECTIVES), ["cells", "tissue"])
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({"machine": info, "patches": patches, "frames": frames,
-                                   "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}, indent=2))
+    RESULTS.write_text(
+        json.dumps(
+            {
+                "machine": info,
+                "patches": patches,
+                "frames": frames,
+                "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            },
+            indent=2,
+        )
+    )
     print(f"wrote {RESULTS}")
     return 0
 

@@ -1,0 +1,39 @@
+"""The model options every benchmark takes (``--model``, ``--near-model``) and the predictor they build."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from autofocus.aggregation import DEFAULT_AGGREGATE
+from autofocus.predictor import Predictor, resolve_near_model
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--model`` (default: the bundled checkpoint) and ``--near-model`` (default: auto)."""
+    parser.add_argument("--model", type=Path, default=None, help="checkpoint .pt (default: the bundled one)")
+    parser.add_argument(
+        "--near-model",
+        default="auto",
+        help="near-focus checkpoint: a path, 'none', or 'auto' (the bundled one when --model is not given)",
+    )
+
+
+def open_predictor(
+    args: argparse.Namespace,
+    runtime: str = "onnx",
+    threads: int = 2,
+    aggregate: str = DEFAULT_AGGREGATE,
+    max_tiles: int | None = None,
+) -> Predictor:
+    """The predictor ``args.model`` and ``args.near_model`` name; prints which near model it reads."""
+    predictor = Predictor.from_checkpoint(
+        args.model,
+        runtime=runtime,
+        threads=threads,
+        aggregate=aggregate,
+        max_tiles=max_tiles,
+        near_model=resolve_near_model(args.near_model, args.model),
+    )
+    print(f"near-focus model: {predictor.near.source if predictor.near else 'none'}")
+    return predictor
