@@ -396,6 +396,8 @@ def test_predict_an_uploaded_image(client: TestClient) -> None:
     assert p["frame_shape"] == [448, 448] and p["tiles_total"] == 4 and len(p["tiles"]) == 4
     assert 0.0 <= p["confidence"] <= 1.0
     assert len(p["region_map"]) == 3
+    # near_model "auto": the near-focus model reads the frame exactly when the wide reading is in -2..+6 um
+    assert p["model"] == ("near" if -2.0 <= p["wide_defocus_um"] <= 6.0 else "wide")
     assert client.get("/stage/z").json()["z_um"] == z0  # no hardware touched
     # the same image gives the same estimate as the live-frame route would compute from it
     again = client.post("/predict", files={"file": ("frame.png", png, "image/png")}).json()
