@@ -155,7 +155,7 @@ def calibrate_curves(
             step_um=0.5,
             xy_stage=scope.xy_stage,
             positions=positions,
-            source=f"{predictor.source} on {kind}",
+            source=f"{predictor.description} on {kind}",
         )
     return curves
 
@@ -302,6 +302,7 @@ def main() -> int:
         f"load average {[round(x, 2) for x in os.getloadavg()]}"
     )
     predictor = open_predictor(args, threads=args.threads, aggregate=args.aggregate)
+    print(f"models: {predictor.description}")
     calibration: dict[str, Any] | None = None
     if args.calibrate_fields > 0:
         calibration = calibrate_focus_offset(

@@ -98,6 +98,7 @@ def main() -> int:
     scope.camera.open()
     scope.focus_stage.open()
     predictor = open_predictor(args, threads=args.threads, aggregate=args.aggregate)
+    print(f"models: {predictor.description}")
 
     trace: list[tuple[float, float, float]] = []  # (time_s, true defocus, drift)
 

@@ -28,7 +28,6 @@ sys.path.insert(0, str(ROOT))
 from machine import cpu_model  # noqa: E402  (benchmarks/machine.py; scripts run from benchmarks/)
 from model_options import add_model_arguments, open_predictor  # noqa: E402
 
-from autofocus.predictor import resolve_near_model  # noqa: E402
 from drivers.simulated import SimulatedMicroscope  # noqa: E402
 from models.checkpoint import load_checkpoint  # noqa: E402
 
@@ -81,8 +80,6 @@ def main() -> int:
     meta = load_checkpoint(args.model).meta
     trained = "untrained" not in str(meta.get("status", ""))
     print(f"model: {args.model or 'bundled checkpoint'} ({'trained' if trained else 'UNTRAINED placeholder'})")
-    results_near = resolve_near_model(args.near_model, args.model)
-    print(f"near-focus model: {results_near or 'none'}")
 
     scope = SimulatedMicroscope(seed=0, specimen=args.specimen)  # 20x/0.75, 2592x1944
     scope.camera.open()
@@ -101,7 +98,6 @@ def main() -> int:
         "true_defocus_um": round(truth, 3),
         "target_ms": round(FRAME_PERIOD_MS, 1),
         "network_gflop_per_tile": round(gflop_tile, 3),
-        "near_model": str(results_near) if results_near else None,
         "runtimes": {},
     }
     budgets = [None if v.strip() == "all" else int(v) for v in args.max_tiles.split(",")]
@@ -109,6 +105,7 @@ def main() -> int:
     for runtime, budget in configs:
         label = runtime if budget is None else f"{runtime}, max_tiles={budget}"
         predictor = open_predictor(args, runtime=runtime, threads=args.threads, max_tiles=budget)
+        results["near_model"] = predictor.near.source if predictor.near else None
         for _ in range(2):
             predictor.predict(frame)  # warm-up (allocations, ONNX graph optimisation)
         totals: list[float] = []

@@ -48,6 +48,7 @@ def main() -> int:
     width, height = (int(v) for v in args.frame.lower().split("x"))
     specimens = [s.strip() for s in args.specimens.split(",") if s.strip()]
     predictor = open_predictor(args, threads=args.threads)
+    print(f"models: {predictor.description}")
     k = round(args.range_um / args.step_um)
     planes = [round(args.step_um * i, 6) for i in range(-k, k + 1)]
     rng = np.random.default_rng([args.seed, 0x5EAD])

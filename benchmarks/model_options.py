@@ -26,8 +26,8 @@ def open_predictor(
     aggregate: str = DEFAULT_AGGREGATE,
     max_tiles: int | None = None,
 ) -> Predictor:
-    """The predictor ``args.model`` and ``args.near_model`` name; prints which near model it reads."""
-    predictor = Predictor.from_checkpoint(
+    """The predictor ``args.model`` and ``args.near_model`` name (``predictor.description`` says which)."""
+    return Predictor.from_checkpoint(
         args.model,
         runtime=runtime,
         threads=threads,
@@ -35,5 +35,3 @@ def open_predictor(
         max_tiles=max_tiles,
         near_model=resolve_near_model(args.near_model, args.model),
     )
-    print(f"near-focus model: {predictor.near.source if predictor.near else 'none'}")
-    return predictor
