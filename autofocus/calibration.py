@@ -11,7 +11,9 @@ sensor's signal, and invert that curve in use.
 ``measure_calibration`` does the sweep: with the sample focused the way you want it, it steps
 the stage through ``-range_um..+range_um`` of defocus in ``step_um`` steps (every plane
 approached from below, so backlash is the same for all), on one or more fields of view, and
-records the median reading per plane. The stage returns to where it started.
+records the median reading per plane. The stage returns to where it started. The default range,
++-8 um, and the first-move aim to use with a calibration (+1 um) are in
+``autofocus.calibration_settings`` with the figures that chose them.
 
 ``FocusCalibration.defocus_um(reading)`` maps a reading back to defocus relative to that focus:
 an isotonic (non-decreasing) fit of the per-plane medians, inverted by linear interpolation.
@@ -36,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from autofocus.acquire import default_z_offsets, grid_positions
+from autofocus.calibration_settings import DEFAULT_RANGE_UM, MAX_RANGE_UM
 from autofocus.cancel import CancelToken
 from autofocus.routines import FramePredictor, frame_bit_depth, is_reliable
 from autofocus.stage_moves import approach_from_below, move_in_legs
@@ -43,11 +46,10 @@ from drivers.base import Camera, FocusStage, XYStage
 from drivers.errors import LimitError, UnreliableEstimateError
 from models.zstack import atomic_write_bytes
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "MAX_RANGE_UM", "FocusCalibration", "measure_calibration", "nearest_fields"]
+__all__ = ["FORMAT", "FORMAT_VERSION", "FocusCalibration", "measure_calibration", "nearest_fields"]
 
 FORMAT = "ldse-focus-calibration"
 FORMAT_VERSION = 1
-MAX_RANGE_UM = 10.0  # the bundled model's training range
 MIN_SPAN_UM = 0.5  # a curve whose fitted readings span less than this cannot be inverted usefully
 
 Progress = Callable[[dict[str, Any]], None]
@@ -227,7 +229,7 @@ def measure_calibration(
     stage: FocusStage,
     predictor: FramePredictor,
     *,
-    range_um: float = 4.0,
+    range_um: float = DEFAULT_RANGE_UM,
     step_um: float = 0.5,
     xy_stage: XYStage | None = None,
     positions: Sequence[tuple[float, float]] | None = None,

@@ -125,9 +125,10 @@ class AutofocusOptions:
     A calibration given to ``run_autofocus`` replaces ``focus_offset_um`` (giving both is an
     error). ``aim_um`` (needs ``verify``): the first correction aims at this
     defocus instead of focus and the verify correction goes the rest of the way. The bundled
-    model reads the positive side of focus more reliably than the region just below it (unstained
-    cells invert contrast there): with a calibration, +2 um was the best compromise measured for
-    cells and tissue together (``docs/autofocus.md``); 0 (default) aims straight at focus.
+    models read the positive side of focus more reliably than the region just below it (unstained
+    cells invert contrast there): with a calibration and the near-focus model, +1 um measured best
+    for cells and tissue together (``autofocus.calibration_settings.CALIBRATED_AIM_UM``,
+    ``docs/autofocus.md``); 0 (default) aims straight at focus.
     Z-scan: ``measure`` (a name in ``autofocus.measures.MEASURES``), ``search_range_um``
     (centred on the start), ``tolerance_um`` (Brent's x tolerance), ``coarse_step_um`` (None:
     Brent only; else a grid at this step first, then Brent within +-1 step of the best),

@@ -19,6 +19,7 @@ import httpx
 import pytest
 from service_settings import make_test_settings
 
+from autofocus.calibration_settings import CALIBRATED_AIM_UM, DEFAULT_RANGE_UM
 from service.app import create_app
 from service.testing import serve_in_thread
 
@@ -198,14 +199,15 @@ def test_calibrate_aim_and_drop_from_the_page(server: str, browser: Any) -> None
     wait_js(page, "document.getElementById('cal-text').textContent.startsWith('Calibrated')", 180)
     stored = httpx.get(f"{server}/calibration").json()
     assert stored["active"] and f"{stored['summary']['reading_at_focus_um']:+.2f}" in page.text_content("#cal-text")
+    assert stored["summary"]["z_range_um"] == [-DEFAULT_RANGE_UM, DEFAULT_RANGE_UM]  # the service's default sweep
     assert page.is_disabled("#focus-offset")  # the calibration holds the focus now
-    assert page.input_value("#aim") == "2"  # the aim measured best with a calibration is proposed
-    # a one-shot with the first move aimed 2 um beyond focus runs through the calibration
+    assert page.input_value("#aim") == str(int(CALIBRATED_AIM_UM))  # the aim measured best with a calibration
+    # a one-shot with the first move aimed 1 um beyond focus runs through the calibration
     wait_js(page, "document.querySelectorAll('.toast').length === 0", 15)
     page.click("#af-oneshot")
     wait_js(page, JOB_ENDED, 120)
     job = httpx.get(f"{server}/jobs").json()[0]
-    assert job["params"]["routine"] == "oneshot" and job["params"]["options"]["aim_um"] == 2
+    assert job["params"]["routine"] == "oneshot" and job["params"]["options"]["aim_um"] == CALIBRATED_AIM_UM
     assert job["params"]["options"]["focus_offset_um"] == 0 and job["params"]["calibration"] == stored["summary"]
     page.click("#cal-drop")
     wait_js(page, "document.getElementById('cal-text').textContent === 'No calibration.'", 15)

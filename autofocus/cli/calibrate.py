@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+from autofocus.calibration_settings import CALIBRATED_AIM_UM, DEFAULT_RANGE_UM
 from autofocus.cli.hardware_options import add_hardware_arguments, load_settings
 from autofocus.cli.predictor_options import add_predictor_arguments, predictor_from_args
 
@@ -19,7 +20,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "a hardware setting (autofocus.hardware.HardwareConfig field), wins over --config; "
         "default: the simulated microscope, which starts in focus",
     )
-    parser.add_argument("--range-um", type=float, default=4.0, help="sweep -R..+R um of defocus (default 4)")
+    parser.add_argument(
+        "--range-um",
+        type=float,
+        default=DEFAULT_RANGE_UM,
+        help=f"sweep -R..+R um of defocus (default {DEFAULT_RANGE_UM:g}; cover the defocus you will start from)",
+    )
     parser.add_argument("--step-um", type=float, default=0.5, help="plane spacing (default 0.5 um)")
     parser.add_argument(
         "--fields", type=int, default=1, help="fields of view to sweep, a grid around the current one (needs XY stage)"
@@ -68,5 +74,5 @@ def run(args: argparse.Namespace) -> int:
         print(f"  defocus (um): {' '.join(f'{z:+5.1f}' for z in cal.z_um)}")
         print(f"  reading (um): {' '.join(f'{r:+5.1f}' for r in cal.reading_um)}")
         print(f"  the model reads {cal.reading_at_focus_um:+.3f} um at your focus")
-        print(f"  use it with: autofocus focus --calibration {args.out} --aim-um 2")
+        print(f"  use it with: autofocus focus --calibration {args.out} --aim-um {CALIBRATED_AIM_UM:g}")
     return 0

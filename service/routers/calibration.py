@@ -16,11 +16,11 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt
 from autofocus.calibration import (
     FORMAT,
     FORMAT_VERSION,
-    MAX_RANGE_UM,
     FocusCalibration,
     measure_calibration,
     nearest_fields,
 )
+from autofocus.calibration_settings import DEFAULT_RANGE_UM, MAX_RANGE_UM
 from drivers.errors import BusyError
 from service.deps import ReadAccess, State, WriteAccess
 from service.errors import BadRequestError, problem_responses
@@ -59,7 +59,9 @@ class CalibrationOut(BaseModel):
 class MeasureCalibrationRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    range_um: float = Field(default=4.0, gt=0, le=MAX_RANGE_UM, description="sweep -range..+range um of defocus")
+    range_um: float = Field(
+        default=DEFAULT_RANGE_UM, gt=0, le=MAX_RANGE_UM, description="sweep -range..+range um of defocus"
+    )
     step_um: float = Field(default=0.5, gt=0, le=MAX_RANGE_UM, description="plane spacing (um)")
     fields: int = Field(default=1, ge=1, le=100, description="fields of view, on a grid around the current one")
     field_spacing_um: float = Field(default=500.0, gt=0, description="grid spacing of the fields (um)")
