@@ -13,9 +13,10 @@ import pytest
 from sim_scope import open_scope
 
 from autofocus.calibration import FocusCalibration, measure_calibration
+from autofocus.calibration_settings import CALIBRATED_AIM_UM, DEFAULT_RANGE_UM
 from autofocus.cli import main
 from autofocus.focuslock import FocusLock, FocusLockOptions
-from autofocus.predictor import Predictor
+from autofocus.predictor import Predictor, resolve_near_model
 from autofocus.routines import AutofocusOptions, CancelToken, run_autofocus
 from drivers.errors import CancelledError, LimitError, UnreliableEstimateError
 
@@ -301,3 +302,45 @@ def test_cli_calibrate_and_focus_refuse_bad_input(tmp_path: Path, capsys: pytest
     assert main(["focus", "--calibration", str(tmp_path / "good.json"), "--focus-offset-um", "0.5", *SIM]) == 2
     assert "not both" in capsys.readouterr().err
     assert not (tmp_path / "c.json").exists()
+
+
+# -- the recommended set-up, end to end --------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def calibrated_near() -> tuple[Predictor, dict[str, FocusCalibration]]:
+    """The defaults a user gets: wide + near-focus model, one default sweep per specimen on a field of its own."""
+    near = Predictor.from_checkpoint(None, runtime="onnx", threads=1, near_model=resolve_near_model("auto", None))
+    curves = {}
+    for specimen in ("cells", "tissue"):
+        scope = open_scope(seed=5, specimen=specimen, frame_shape=(672, 672), backlash_um=0.3)
+        scope.xy_stage.open()
+        curves[specimen] = measure_calibration(
+            scope.camera, scope.focus_stage, near, xy_stage=scope.xy_stage, positions=[(0.0, 0.0)]
+        )
+    return near, curves
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("routine", ["oneshot", "hybrid"])
+@pytest.mark.parametrize("start_defocus_um", [-6.0, 5.0])
+@pytest.mark.parametrize("specimen", ["cells", "tissue"])
+def test_the_default_sweep_and_aim_focus_within_0_3_um_from_both_sides(
+    calibrated_near: tuple[Predictor, dict[str, FocusCalibration]], specimen: str, start_defocus_um: float, routine: str
+) -> None:
+    """Calibrated with the default +-8 um sweep, aimed at +1 um: two frames end within the 0.3 um target."""
+    near, curves = calibrated_near
+    assert curves[specimen].z_um[0] == -DEFAULT_RANGE_UM and curves[specimen].z_um[-1] == DEFAULT_RANGE_UM
+    scope = open_scope(seed=5, specimen=specimen, frame_shape=(672, 672), backlash_um=0.3)
+    scope.xy_stage.open()
+    scope.xy_stage.move_to(-700.0, 500.0)  # another field than the calibration's, with sample in it
+    scope.focus_stage.move_to(-scope.focus_stage.direction * start_defocus_um)
+    record = run_autofocus(
+        routine,
+        scope.camera,
+        scope.focus_stage,
+        near,
+        AutofocusOptions(aim_um=CALIBRATED_AIM_UM),
+        calibration=curves[specimen],
+    )
+    assert record.outcome == "converged", record.message
+    assert record.frames_used == 2 and [e["model"] for e in record.estimates][-1] == "near"
+    assert abs(scope.true_defocus_um()) <= 0.3, (record.estimates, scope.true_defocus_um())

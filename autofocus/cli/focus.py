@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from autofocus.calibration_settings import CALIBRATED_AIM_UM
 from autofocus.cli.hardware_options import add_hardware_arguments, load_settings
 from autofocus.cli.predictor_options import add_predictor_arguments, predictor_from_args
 
@@ -45,7 +46,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--aim-um",
         type=float,
         default=None,
-        help="one-shot/hybrid: the first correction aims at this defocus, the verify one at focus (e.g. 2)",
+        help="one-shot/hybrid: the first correction aims at this defocus, the verify one at focus "
+        f"({CALIBRATED_AIM_UM:g} measured best with --calibration)",
     )
     parser.add_argument("--approach", choices=("below", "above", "none"), default=None, help="final approach side")
     parser.add_argument("--search-range-um", type=float, default=None, help="z-scan: search range centred on start")
