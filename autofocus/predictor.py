@@ -386,8 +386,9 @@ class Predictor:
         """Load a checkpoint (``None``: the bundled one) or a shipped ``.onnx`` for ``runtime``.
 
         ``near_model``: a near-focus checkpoint or ``.onnx`` (module docstring) loaded the same
-        way; None: none. For ``runtime="onnx"`` and a ``.pt`` checkpoint, the ONNX file is
-        exported once with ``models.export.export_onnx`` and cached under ``cache_dir`` (default
+        way, or ``"auto"``/``"none"`` (``resolve_near_model``, against ``path``); None: none.
+        For ``runtime="onnx"`` and a ``.pt`` checkpoint, the ONNX file is exported once with
+        ``models.export.export_onnx`` and cached under ``cache_dir`` (default
         ``onnx_cache_dir()``), keyed by the checkpoint's SHA-256 and the model code
         (``onnx_cache_path``); a cached file is checked against torch on load and exported
         again if it disagrees.
@@ -401,8 +402,8 @@ class Predictor:
         ckpt_path = Path(path) if path is not None else Path(bundled_checkpoint_path())
         run, meta = _load_runtime(ckpt_path, runtime, threads, cache_dir)
         near: NearModel | None = None
-        if near_model is not None:
-            near_path = Path(near_model)
+        near_path = resolve_near_model(near_model, path) if near_model is not None else None
+        if near_path is not None:
             near_run, near_meta = _load_runtime(near_path, runtime, threads, cache_dir)
             for key in ("patch_size", "pixel_size_um", "z_reference"):
                 if near_meta.get(key) != meta.get(key):

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from autofocus.aggregation import DEFAULT_AGGREGATE
-from autofocus.predictor import Predictor, resolve_near_model
+from autofocus.predictor import Predictor
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -33,5 +33,5 @@ def open_predictor(
         threads=threads,
         aggregate=aggregate,
         max_tiles=max_tiles,
-        near_model=resolve_near_model(args.near_model, args.model),
+        near_model=args.near_model,
     )

@@ -14,7 +14,7 @@ from typing import Any
 
 from autofocus.calibration import FocusCalibration
 from autofocus.hardware import Hardware, open_hardware
-from autofocus.predictor import Predictor, resolve_near_model
+from autofocus.predictor import Predictor
 from drivers.errors import ConfigurationError
 from service.errors import BadRequestError
 from service.hardware import FrameSource, TappedCamera
@@ -163,7 +163,7 @@ def open_state(settings: Settings, api_key: str, metrics: Metrics) -> ServiceSta
         threads=settings.predictor_threads,
         aggregate=settings.predictor_aggregate,
         max_tiles=settings.predictor_max_tiles,
-        near_model=resolve_near_model(settings.near_model, settings.model_path),
+        near_model=settings.near_model,
     )
     if calibration is not None and calibration.source and calibration.source != predictor.description:
         log.warning(

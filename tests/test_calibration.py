@@ -16,7 +16,7 @@ from autofocus.calibration import FocusCalibration, measure_calibration
 from autofocus.calibration_settings import CALIBRATED_AIM_UM, DEFAULT_RANGE_UM
 from autofocus.cli import main
 from autofocus.focuslock import FocusLock, FocusLockOptions
-from autofocus.predictor import Predictor, resolve_near_model
+from autofocus.predictor import Predictor
 from autofocus.routines import AutofocusOptions, CancelToken, run_autofocus
 from drivers.errors import CancelledError, LimitError, UnreliableEstimateError
 
@@ -308,7 +308,7 @@ def test_cli_calibrate_and_focus_refuse_bad_input(tmp_path: Path, capsys: pytest
 @pytest.fixture(scope="module")
 def calibrated_near() -> tuple[Predictor, dict[str, FocusCalibration]]:
     """The defaults a user gets: wide + near-focus model, one default sweep per specimen on a field of its own."""
-    near = Predictor.from_checkpoint(None, runtime="onnx", threads=1, near_model=resolve_near_model("auto", None))
+    near = Predictor.from_checkpoint(None, runtime="onnx", threads=1, near_model="auto")
     curves = {}
     for specimen in ("cells", "tissue"):
         scope = open_scope(seed=5, specimen=specimen, frame_shape=(672, 672), backlash_um=0.3)

@@ -13,7 +13,7 @@ import pytest
 import tifffile
 
 from autofocus.cli import main
-from autofocus.predictor import Predictor, resolve_near_model
+from autofocus.predictor import Predictor
 
 
 def busy_rgb(height: int, width: int, seed: int) -> np.ndarray:
@@ -28,7 +28,7 @@ def busy_rgb(height: int, width: int, seed: int) -> np.ndarray:
 @pytest.fixture(scope="module")
 def predictor() -> Predictor:
     """What the command builds by default: the bundled model with its near-focus model."""
-    return Predictor.from_checkpoint(None, runtime="torch", threads=1, near_model=resolve_near_model("auto", None))
+    return Predictor.from_checkpoint(None, runtime="torch", threads=1, near_model="auto")
 
 
 @pytest.fixture
@@ -95,7 +95,7 @@ def test_max_tiles_option_limits_the_tiles_used(
     assert main(["predict", "--json", "--max-tiles", "2", "--threads", "1", str(png_path)]) == 0
     row = json.loads(capsys.readouterr().out)[0]
     limited = Predictor.from_checkpoint(
-        None, runtime="torch", threads=1, max_tiles=2, near_model=resolve_near_model("auto", None)
+        None, runtime="torch", threads=1, max_tiles=2, near_model="auto"
     ).predict(rgb)
     assert row["tiles_used"] == limited.tiles_used == 2
     assert row["defocus_um"] == pytest.approx(limited.defocus_um, abs=1e-5)

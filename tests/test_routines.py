@@ -16,7 +16,7 @@ from model_quality import expect_failure_below_target
 from sim_scope import open_scope
 
 from autofocus.calibration_settings import CALIBRATED_AIM_UM
-from autofocus.predictor import Predictor, resolve_near_model
+from autofocus.predictor import Predictor
 from autofocus.routines import AutofocusOptions, CancelToken, run_autofocus
 from drivers.errors import CancelledError, ConnectionLostError, DeviceTimeoutError, LimitError, UnreliableEstimateError
 
@@ -227,7 +227,7 @@ def test_predictive_routines_converge_from_both_sides(
 @pytest.mark.parametrize("start_defocus_um", [-6.0, 7.0])
 def test_oneshot_aimed_beyond_focus_verifies_with_the_near_focus_model(start_defocus_um: float) -> None:
     """The first move aims at the recommended +1 um; the verify frame lands in the near model's range, read by it."""
-    near = Predictor.from_checkpoint(None, runtime="torch", threads=1, near_model=resolve_near_model("auto", None))
+    near = Predictor.from_checkpoint(None, runtime="torch", threads=1, near_model="auto")
     scope = make_scope(seed=11, specimen="cells", frame_shape=(672, 672), backlash_um=0.5)
     scope.focus_stage.move_to(-scope.focus_stage.direction * start_defocus_um)
     record = run_autofocus("oneshot", scope.camera, scope.focus_stage, near, AutofocusOptions(aim_um=CALIBRATED_AIM_UM))

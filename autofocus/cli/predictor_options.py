@@ -33,7 +33,7 @@ def add_predictor_arguments(parser: argparse.ArgumentParser) -> None:
 
 def predictor_from_args(args: argparse.Namespace) -> Any:
     """The ``autofocus.predictor.Predictor`` the options ask for (torch is imported only here)."""
-    from autofocus.predictor import Predictor, resolve_near_model
+    from autofocus.predictor import Predictor
 
     return Predictor.from_checkpoint(
         args.model,
@@ -41,5 +41,5 @@ def predictor_from_args(args: argparse.Namespace) -> Any:
         threads=args.threads,
         aggregate=args.aggregate,
         max_tiles=args.max_tiles,
-        near_model=resolve_near_model(args.near_model, args.model),
+        near_model=args.near_model,
     )
