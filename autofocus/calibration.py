@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from autofocus.acquire import default_z_offsets, grid_positions
+from autofocus.calibration_fields import median_curve, merge_fields, non_decreasing
 from autofocus.calibration_settings import DEFAULT_RANGE_UM, MAX_RANGE_UM
 from autofocus.cancel import CancelToken
 from autofocus.routines import FramePredictor, frame_bit_depth, is_reliable
@@ -49,22 +50,11 @@ from models.zstack import atomic_write_bytes
 __all__ = ["FORMAT", "FORMAT_VERSION", "FocusCalibration", "measure_calibration", "nearest_fields"]
 
 FORMAT = "ldse-focus-calibration"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2 added tilt_um_per_mm; version 1 files still load
+READABLE_VERSIONS = (1, 2)
 MIN_SPAN_UM = 0.5  # a curve whose fitted readings span less than this cannot be inverted usefully
 
 Progress = Callable[[dict[str, Any]], None]
-
-
-def _isotonic(values: np.ndarray) -> np.ndarray:
-    """Least-squares non-decreasing fit (pool adjacent violators)."""
-    blocks: list[list[float]] = []  # [mean, count]
-    for v in values:
-        blocks.append([float(v), 1.0])
-        while len(blocks) > 1 and blocks[-2][0] > blocks[-1][0]:
-            m2, n2 = blocks.pop()
-            m1, n1 = blocks.pop()
-            blocks.append([(m1 * n1 + m2 * n2) / (n1 + n2), n1 + n2])
-    return np.concatenate([np.full(int(n), m) for m, n in blocks])
 
 
 @dataclass
@@ -77,6 +67,9 @@ class FocusCalibration:
     fields: int  # fields of view the sweep visited
     source: str = ""  # the model that was read (a checkpoint path or name)
     created_at: str = ""
+    # defocus change per mm of X and Y travel fitted over the fields (autofocus.calibration_fields);
+    # None: one field, or fields that could not pin a plane (read as measured, a level slide assumed)
+    tilt_um_per_mm: tuple[float, float] | None = None
     _knot_reading: np.ndarray = field(init=False, repr=False, compare=False)
     _knot_z: np.ndarray = field(init=False, repr=False, compare=False)
 
@@ -98,7 +91,12 @@ class FocusCalibration:
             raise ValueError(f"the planes must include focus: z_um spans {z[0]:+.3f}..{z[-1]:+.3f} um")
         if isinstance(self.fields, bool) or not isinstance(self.fields, int) or self.fields < 1:
             raise ValueError(f"fields must be an integer >= 1, got {self.fields!r}")
-        fitted = _isotonic(r)
+        if self.tilt_um_per_mm is not None:
+            tilt = tuple(self.tilt_um_per_mm)
+            if len(tilt) != 2 or not all(isinstance(v, int | float) and math.isfinite(v) for v in tilt):
+                raise ValueError(f"tilt_um_per_mm must be two finite numbers or null, got {self.tilt_um_per_mm!r}")
+            self.tilt_um_per_mm = (float(tilt[0]), float(tilt[1]))
+        fitted = non_decreasing(r)
         if fitted[-1] - fitted[0] < MIN_SPAN_UM:
             raise ValueError(
                 f"the model's reading changes by only {fitted[-1] - fitted[0]:.3f} um over "
@@ -135,6 +133,7 @@ class FocusCalibration:
             "planes": len(self.z_um),
             "fields": self.fields,
             "reading_at_focus_um": round(self.reading_at_focus_um, 3),
+            "tilt_um_per_mm": None if self.tilt_um_per_mm is None else [round(v, 3) for v in self.tilt_um_per_mm],
             "source": self.source,
             "created_at": self.created_at,
         }
@@ -147,6 +146,7 @@ class FocusCalibration:
             "reading_um": self.reading_um,
             "spread_um": self.spread_um,
             "fields": self.fields,
+            "tilt_um_per_mm": None if self.tilt_um_per_mm is None else list(self.tilt_um_per_mm),
             "source": self.source,
             "created_at": self.created_at,
         }
@@ -156,21 +156,34 @@ class FocusCalibration:
         """Rebuild from ``to_dict()`` output; ``ValueError`` naming ``where`` and the field if anything is off."""
         if not isinstance(data, dict) or data.get("format") != FORMAT:
             raise ValueError(f"{where}: not a focus calibration (expected an object with format {FORMAT!r})")
-        if data.get("format_version") != FORMAT_VERSION:
+        if data.get("format_version") not in READABLE_VERSIONS:
             raise ValueError(
                 f"{where}: format_version {data.get('format_version')!r} is not supported (this version reads "
-                f"{FORMAT_VERSION})"
+                f"{', '.join(map(str, READABLE_VERSIONS))})"
             )
         missing = [k for k in ("z_um", "reading_um", "spread_um", "fields") if k not in data]
         if missing:
             raise ValueError(f"{where}: missing {', '.join(missing)}")
         unknown = sorted(
             set(data)
-            - {"format", "format_version", "z_um", "reading_um", "spread_um", "fields", "source", "created_at"}
+            - {
+                "format",
+                "format_version",
+                "z_um",
+                "reading_um",
+                "spread_um",
+                "fields",
+                "tilt_um_per_mm",
+                "source",
+                "created_at",
+            }
         )
         if unknown:
             raise ValueError(f"{where}: unknown field(s) {', '.join(unknown)}")
         not_lists = [k for k in ("z_um", "reading_um", "spread_um") if not isinstance(data[k], list)]
+        tilt = data.get("tilt_um_per_mm")
+        if tilt is not None and not isinstance(tilt, list):
+            not_lists.append("tilt_um_per_mm")
         if not_lists:
             raise ValueError(f"{where}: {', '.join(not_lists)} must be lists of numbers")
         try:
@@ -179,6 +192,7 @@ class FocusCalibration:
                 reading_um=[float(v) for v in data["reading_um"]],
                 spread_um=[float(v) for v in data["spread_um"]],
                 fields=data["fields"],
+                tilt_um_per_mm=None if tilt is None else tuple(float(v) for v in tilt),  # type: ignore[arg-type]
                 source=str(data.get("source", "")),
                 created_at=str(data.get("created_at", "")),
             )
@@ -241,14 +255,19 @@ def measure_calibration(
 ) -> FocusCalibration:
     """Sweep defocus ``-range_um..+range_um`` around the current (focused) position and return the curve.
 
-    ``positions`` (needs ``xy_stage``): fields of view to sweep, one after the other, all read
-    against the start's focus (so they must lie in one focal plane: a level slide, fields close
-    together); None sweeps the current field only. The sweep's Z range and every position are
-    checked against the soft limits before the first move (``LimitError``: nothing moved); Z moves
-    longer than ``max_step_um`` are split into legs. Planes where fewer than half of the fields
-    gave a reliable reading (not blank, confidence >= ``min_confidence``) are left out. After a
-    complete sweep the stage (and the XY stage) return to the start; on any error or cancel the
-    focus stage stops where it is and the error says after how many planes.
+    ``positions`` (needs ``xy_stage``): fields of view to sweep, one after the other; None sweeps
+    the current field only. Every field is read against the focus set at the start. With
+    ``MIN_TILT_FIELDS`` (5) or more fields spanning both axes, a plane through the start (the
+    slide's tilt) is fitted to where each field's curve says its focus is, and each field is read
+    against its own focus on that plane (``autofocus.calibration_fields``; the result's
+    ``tilt_um_per_mm``); fewer fields must lie in one focal plane (a level slide).
+
+    The sweep's Z range and every position are checked against the soft limits before the first
+    move (``LimitError``: nothing moved); Z moves longer than ``max_step_um`` are split into legs.
+    Planes where fewer than half of the fields gave a reliable reading (not blank, confidence >=
+    ``min_confidence``) are left out. After a complete sweep the stage (and the XY stage) return
+    to the start; on any error or cancel the focus stage stops where it is and the error says
+    after how many planes.
     """
     planes = _planes(range_um, step_um)
     if positions is not None and xy_stage is None:
@@ -284,7 +303,8 @@ def measure_calibration(
         cancel.raise_if_cancelled("move")
         move_in_legs(stage, target)
 
-    readings: dict[float, list[float]] = {float(d): [] for d in planes}
+    table = np.full((len(fields), planes.size), np.nan)  # field x plane, NaN where unreliable
+    column = {float(d): j for j, d in enumerate(planes)}
     done = 0
     try:
         for i, position in enumerate(fields):
@@ -301,7 +321,7 @@ def measure_calibration(
                 d = z_of[float(target)]
                 ok = is_reliable(pred, min_confidence)
                 if ok:
-                    readings[d].append(float(pred.defocus_um))
+                    table[i, column[d]] = float(pred.defocus_um)
                 done += 1
                 if progress is not None:
                     progress(
@@ -326,17 +346,23 @@ def measure_calibration(
             exc.add_note(f"stopping the stage after the error failed too: {stop_exc!r}")
         exc.add_note(f"calibration sweep stopped after {done} of {len(fields) * len(targets)} planes")
         raise
-    kept = [d for d in planes if 2 * len(readings[float(d)]) >= len(fields) and readings[float(d)]]
-    if len(kept) < 3 or not (kept[0] <= 0.0 <= kept[-1]):
+    offsets = None  # each field's XY offset from the start, where the focus was set
+    if positions is not None and xy0 is not None and len(fields) > 1:
+        offsets = np.array([(x - xy0[0], y - xy0[1]) for x, y in positions])
+    merged, tilt = merge_fields(planes, table, offsets)
+    curve = median_curve(merged)
+    kept = [j for j in range(planes.size) if not np.isnan(curve[j])]
+    if len(kept) < 3 or not (planes[kept[0]] <= 0.0 <= planes[kept[-1]]):
         raise UnreliableEstimateError(
             f"only {len(kept)} of {len(planes)} planes gave reliable readings on at least half of the fields "
             "(at least 3, on both sides of focus, are needed): calibrate on fields with more specimen in view"
         )
     return FocusCalibration(
-        z_um=[float(d) for d in kept],
-        reading_um=[float(np.median(readings[float(d)])) for d in kept],
-        spread_um=[float(np.std(readings[float(d)])) for d in kept],
+        z_um=[float(planes[j]) for j in kept],
+        reading_um=[float(curve[j]) for j in kept],
+        spread_um=[float(np.nanstd(merged[:, j])) for j in kept],
         fields=len(fields),
+        tilt_um_per_mm=tilt,
         source=source,
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
     )

@@ -14,7 +14,9 @@ trial field) and runs one-shot + verify with that ``focus_offset_um``.
 (``autofocus.calibration``: a +-``--curve-range-um`` sweep on K focused fields of that specimen,
 none of them a trial field; in a lab you calibrate on the kind of sample you image) and runs with
 it; ``--aim-um`` makes the first correction aim at that defocus (the one-shot column then
-measures the landing error against the aim).
+measures the landing error against the aim). ``--curve-layout grid`` calibrates on the fields the
+commands pick by default (a grid 500 um apart around the focused start) instead of random ones;
+``--tilt-um-per-mm TX,TY`` tilts every slide (the calibration then fits it).
 
 Cost control (one run must stay under ~15 min on 2 busy cores): fields come from a pool of
 ``--fields`` positions per specimen so the simulator's specimen cache is reused; the bulk of
@@ -44,7 +46,7 @@ sys.path.insert(0, str(ROOT))
 from model_options import add_model_arguments, open_predictor  # noqa: E402
 
 from autofocus.aggregation import AGGREGATES, DEFAULT_AGGREGATE  # noqa: E402
-from autofocus.calibration import FocusCalibration, measure_calibration  # noqa: E402
+from autofocus.calibration import FocusCalibration, measure_calibration, nearest_fields  # noqa: E402
 from autofocus.offset import measure_focus_offset  # noqa: E402
 from autofocus.predictor import Predictor  # noqa: E402
 from autofocus.routines import AutofocusOptions, run_autofocus  # noqa: E402
@@ -89,12 +91,18 @@ def stats(residuals: list[float], frames: list[int], sim_times: list[float]) -> 
 
 
 def open_scopes(
-    specimens: list[str], seed: int, frame_shape: tuple[int, int], backlash_um: float
+    specimens: list[str],
+    seed: int,
+    frame_shape: tuple[int, int],
+    backlash_um: float,
+    tilt_um_per_mm: tuple[float, float] = (0.0, 0.0),
 ) -> dict[str, SimulatedMicroscope]:
     """One simulated microscope (slide) per specimen kind, devices open."""
     scopes: dict[str, SimulatedMicroscope] = {}
     for kind in specimens:
-        scope = SimulatedMicroscope(seed=seed, specimen=kind, frame_shape=frame_shape, backlash_um=backlash_um)
+        scope = SimulatedMicroscope(
+            seed=seed, specimen=kind, frame_shape=frame_shape, backlash_um=backlash_um, tilt_um_per_mm=tilt_um_per_mm
+        )
         for dev in (scope.camera, scope.focus_stage, scope.xy_stage):
             dev.open()
         scopes[kind] = scope
@@ -138,15 +146,22 @@ def calibrate_curves(
     frame_shape: tuple[int, int],
     seed: int,
     backlash_um: float,
+    layout: str = "random",
+    tilt_um_per_mm: tuple[float, float] = (0.0, 0.0),
 ) -> dict[str, FocusCalibration]:
     """What a user does once per microscope and sample type: ``measure_calibration`` on ``fields``
-    focused fields (not the trials' fields), one curve per specimen kind."""
+    focused fields (not the trials' fields), one curve per specimen kind. ``layout`` "grid": the
+    fields the commands pick by default (``nearest_fields``, 500 um apart around the focused start
+    at (0, 0)); "random": anywhere on the slide."""
     rng = np.random.default_rng([seed, 0xCA11B])
     curves: dict[str, FocusCalibration] = {}
-    for kind, scope in open_scopes(specimens, seed, frame_shape, backlash_um).items():
+    for kind, scope in open_scopes(specimens, seed, frame_shape, backlash_um, tilt_um_per_mm).items():
         scope.xy_stage.move_to(0.0, 0.0)
         set_true_defocus(scope, 0.0)  # the user focuses the sample first
-        positions = [(float(x), float(y)) for x, y in rng.uniform(-5000, 5000, size=(fields, 2))]
+        if layout == "grid":
+            positions = nearest_fields((0.0, 0.0), fields, 500.0)
+        else:
+            positions = [(float(x), float(y)) for x, y in rng.uniform(-5000, 5000, size=(fields, 2))]
         curves[kind] = measure_calibration(
             scope.camera,
             scope.focus_stage,
@@ -174,9 +189,10 @@ def run_trials(
     focus_offset_um: float = 0.0,
     curves: dict[str, FocusCalibration] | None = None,
     aim_um: float = 0.0,
+    tilt_um_per_mm: tuple[float, float] = (0.0, 0.0),
 ) -> list[dict[str, Any]]:
     rng = np.random.default_rng(seed)
-    scopes = open_scopes(specimens, seed, frame_shape, backlash_um)
+    scopes = open_scopes(specimens, seed, frame_shape, backlash_um, tilt_um_per_mm)
     pool = [(float(x), float(y)) for x, y in rng.uniform(-5000, 5000, size=(fields, 2))]
     options = AutofocusOptions(verify=True, focus_offset_um=focus_offset_um, aim_um=aim_um)
     zoptions = AutofocusOptions(search_range_um=24.0, tolerance_um=0.3)
@@ -283,6 +299,15 @@ def main() -> int:
         "not the trials' fields, and run the routines with it (0: none)",
     )
     parser.add_argument("--curve-range-um", type=float, default=4.0, help="the calibration sweep's +- range")
+    parser.add_argument(
+        "--curve-layout",
+        choices=("random", "grid"),
+        default="random",
+        help="calibration fields anywhere on the slide, or the commands' default grid around the focused start",
+    )
+    parser.add_argument(
+        "--tilt-um-per-mm", default="0,0", help="the slides' tilt TX,TY (um of focus per mm of X and Y travel)"
+    )
     parser.add_argument("--aim-um", type=float, default=0.0, help="the first correction's aim (defocus, um)")
     parser.add_argument(
         "--aggregate", choices=AGGREGATES, default=DEFAULT_AGGREGATE, help="how tile estimates are combined"
@@ -294,6 +319,8 @@ def main() -> int:
     args = parser.parse_args()
 
     width, height = (int(v) for v in args.frame.lower().split("x"))
+    tx, ty = (float(v) for v in args.tilt_um_per_mm.split(","))
+    tilt = (tx, ty)
     specimens = [s.strip() for s in args.specimens.split(",") if s.strip()]
     meta = load_checkpoint(args.model).meta
     trained = "untrained" not in str(meta.get("status", ""))
@@ -326,11 +353,14 @@ def main() -> int:
             frame_shape=(height, width),
             seed=args.seed,
             backlash_um=args.backlash_um,
+            layout=args.curve_layout,
+            tilt_um_per_mm=tilt,
         )
         for kind, cal in curves.items():
             print(
                 f"calibration curve on {kind}: reads {cal.reading_at_focus_um:+.3f} um at focus; "
-                f"{np.round(cal.reading_um, 2).tolist()} at {cal.z_um[0]:+g}..{cal.z_um[-1]:+g} um "
+                f"{np.round(cal.reading_um, 2).tolist()} at {cal.z_um[0]:+g}..{cal.z_um[-1]:+g} um; "
+                f"tilt fitted {cal.tilt_um_per_mm} "
                 f"({time.monotonic() - t_cal:.0f} s)",
                 flush=True,
             )
@@ -349,6 +379,7 @@ def main() -> int:
         focus_offset_um=focus_offset_um,
         curves=curves,
         aim_um=args.aim_um,
+        tilt_um_per_mm=tilt,
     )
     print(f"full-frame trials: {len(full)} in {time.monotonic() - t0:.0f} s", flush=True)
     roi = run_trials(
@@ -364,6 +395,7 @@ def main() -> int:
         focus_offset_um=focus_offset_um,
         curves=curves,
         aim_um=args.aim_um,
+        tilt_um_per_mm=tilt,
     )
     elapsed = time.monotonic() - t0
     result = {

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from sim_scope import open_scope
 
-from autofocus.calibration import FocusCalibration, measure_calibration
-from autofocus.calibration_settings import CALIBRATED_AIM_UM, DEFAULT_RANGE_UM
+from autofocus.calibration import FocusCalibration, measure_calibration, nearest_fields
+from autofocus.calibration_settings import CALIBRATED_AIM_UM, DEFAULT_FIELDS, DEFAULT_RANGE_UM
 from autofocus.cli import main
 from autofocus.focuslock import FocusLock, FocusLockOptions
 from autofocus.predictor import Predictor
@@ -81,6 +81,9 @@ def test_the_file_round_trips_and_bad_files_say_what_is_wrong(tmp_path: Path) ->
     again = FocusCalibration.load(path)
     assert again.to_dict() == cal.to_dict() and again.defocus_um(1.0) == cal.defocus_um(1.0)
     assert [p.name for p in tmp_path.iterdir()] == ["cal.json"]  # no temporary file left behind
+    # a version 1 file (before the tilt was stored) still loads
+    old = {k: v for k, v in cal.to_dict().items() if k != "tilt_um_per_mm"} | {"format_version": 1}
+    assert FocusCalibration.from_dict(old) == cal
     bad = tmp_path / "bad.json"
     for content, message in [
         ("{not json", "not JSON"),
@@ -89,6 +92,8 @@ def test_the_file_round_trips_and_bad_files_say_what_is_wrong(tmp_path: Path) ->
         (json.dumps({**cal.to_dict(), "z_mu": [1]}), "unknown field"),
         (json.dumps({k: v for k, v in cal.to_dict().items() if k != "reading_um"}), "missing reading_um"),
         (json.dumps({**cal.to_dict(), "fields": 0}), "fields must be"),
+        (json.dumps({**cal.to_dict(), "tilt_um_per_mm": [1.0]}), "tilt_um_per_mm must be two finite numbers"),
+        (json.dumps({**cal.to_dict(), "tilt_um_per_mm": "level"}), "tilt_um_per_mm must be lists"),
     ]:
         bad.write_text(content)
         with pytest.raises(ValueError, match=message):
@@ -121,6 +126,32 @@ def test_the_sweep_reads_every_plane_and_returns_the_stage(predictor: Predictor)
     # the model reads further out as the specimen goes further out: the curve rises overall
     assert cal.reading_um[-1] - cal.reading_um[0] > 2.0
     assert scope.focus_stage.z_um == pytest.approx(z0, abs=1e-9) and scope.xy_stage.xy_um == pytest.approx(xy0)
+
+
+def test_a_tilted_slide_is_fitted_and_gives_the_level_slides_curve(predictor: Predictor) -> None:
+    """Nine fields on a slide tilted 2 um/mm in X and -1 um/mm in Y: each field is read against its
+    own focus, so the curve is the one the same fields give on a level slide."""
+    curves: dict[tuple[float, float], FocusCalibration] = {}
+    for tilt in ((0.0, 0.0), (2.0, -1.0)):
+        scope = open_scope(seed=11, specimen="cells", frame_shape=(504, 672), tilt_um_per_mm=tilt)
+        scope.xy_stage.open()
+        assert scope.true_defocus_um() == pytest.approx(0.0, abs=1e-3)  # focused at the start, (0, 0)
+        curves[tilt] = measure_calibration(
+            scope.camera,
+            scope.focus_stage,
+            predictor,
+            range_um=4.0,
+            xy_stage=scope.xy_stage,
+            positions=nearest_fields((0.0, 0.0), DEFAULT_FIELDS, 500.0),
+        )
+    level, tilted = curves[(0.0, 0.0)], curves[(2.0, -1.0)]
+    assert level.fields == tilted.fields == DEFAULT_FIELDS
+    assert level.tilt_um_per_mm == pytest.approx((0.0, 0.0), abs=0.3)
+    assert tilted.tilt_um_per_mm == pytest.approx((2.0, -1.0), abs=0.4)
+    near_focus = np.arange(-1.0, 2.01, 0.5)
+    gap = np.interp(near_focus, tilted.z_um, tilted.reading_um) - np.interp(near_focus, level.z_um, level.reading_um)
+    assert np.max(np.abs(gap)) <= 0.25
+    assert FocusCalibration.from_dict(json.loads(json.dumps(tilted.to_dict()))) == tilted  # the tilt is kept
 
 
 def test_a_sweep_outside_the_soft_limits_moves_nothing(predictor: Predictor) -> None:

@@ -13,6 +13,7 @@ from service_settings import make_test_settings
 from test_service import AUTH, KEY, assert_problem, wait_job
 
 from autofocus.calibration import FocusCalibration
+from autofocus.calibration_settings import DEFAULT_FIELDS
 from drivers.errors import ConfigurationError
 from service.app import create_app
 
@@ -77,6 +78,8 @@ def test_measure_then_autofocus_and_lock_read_through_it(client: TestClient) -> 
     assert job["status"] == "succeeded", job
     cal = FocusCalibration.from_dict(client.get("/calibration").json()["calibration"])
     assert cal.z_um == [-2.0, -1.0, 0.0, 1.0, 2.0] and job["result"]["summary"] == cal.summary()
+    # the default: a 3 x 3 grid of fields where there is an XY stage (5 planes are too few to fit a tilt)
+    assert job["params"]["fields"] == cal.fields == DEFAULT_FIELDS and cal.tilt_um_per_mm is None
 
     options = {"min_confidence": 0.0, "min_move_um": 0.0, "approach": "none", "aim_um": 1.0}
     r = client.post("/autofocus", json={"routine": "oneshot", "options": options}, headers=AUTH)

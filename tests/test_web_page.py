@@ -19,7 +19,7 @@ import httpx
 import pytest
 from service_settings import make_test_settings
 
-from autofocus.calibration_settings import CALIBRATED_AIM_UM, DEFAULT_RANGE_UM
+from autofocus.calibration_settings import CALIBRATED_AIM_UM, DEFAULT_FIELDS, DEFAULT_RANGE_UM
 from service.app import create_app
 from service.testing import serve_in_thread
 
@@ -196,10 +196,13 @@ def test_calibrate_aim_and_drop_from_the_page(server: str, browser: Any) -> None
     page.click("#goto-form button")
     wait_js(page, f"Math.abs(Number(document.getElementById('z-value').textContent) - ({focus_z})) < 0.011", 30)
     page.click("#cal-measure")
-    wait_js(page, "document.getElementById('cal-text').textContent.startsWith('Calibrated')", 180)
+    # the default sweep: 9 fields x 33 planes
+    wait_js(page, "document.getElementById('cal-text').textContent.startsWith('Calibrated')", 600)
     stored = httpx.get(f"{server}/calibration").json()
     assert stored["active"] and f"{stored['summary']['reading_at_focus_um']:+.2f}" in page.text_content("#cal-text")
     assert stored["summary"]["z_range_um"] == [-DEFAULT_RANGE_UM, DEFAULT_RANGE_UM]  # the service's default sweep
+    assert stored["summary"]["fields"] == DEFAULT_FIELDS and stored["summary"]["tilt_um_per_mm"] is not None
+    assert "slide tilt" in page.text_content("#cal-text")
     assert page.is_disabled("#focus-offset")  # the calibration holds the focus now
     assert page.input_value("#aim") == str(int(CALIBRATED_AIM_UM))  # the aim measured best with a calibration
     # a one-shot with the first move aimed 1 um beyond focus runs through the calibration

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from autofocus.calibration_settings import CALIBRATED_AIM_UM, DEFAULT_RANGE_UM
+from autofocus.calibration_settings import CALIBRATED_AIM_UM, DEFAULT_FIELDS, DEFAULT_RANGE_UM, default_fields
 from autofocus.cli.hardware_options import add_hardware_arguments, load_settings
 from autofocus.cli.predictor_options import add_predictor_arguments, predictor_from_args
 
@@ -28,7 +28,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--step-um", type=float, default=0.5, help="plane spacing (default 0.5 um)")
     parser.add_argument(
-        "--fields", type=int, default=1, help="fields of view to sweep, a grid around the current one (needs XY stage)"
+        "--fields",
+        type=int,
+        default=None,
+        help=f"fields of view to sweep, a grid around the current one (default {DEFAULT_FIELDS} with an XY stage, "
+        "1 without; a tilted slide is fitted with 5 or more)",
     )
     parser.add_argument("--field-spacing-um", type=float, default=500.0, help="grid spacing of the fields (um)")
     parser.add_argument("--min-confidence", type=float, default=0.3, help="frames below this confidence are ignored")
@@ -41,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     from autofocus.calibration import measure_calibration, nearest_fields
     from autofocus.hardware import config_from_mapping, open_hardware
 
-    if args.fields < 1:
+    if args.fields is not None and args.fields < 1:
         raise ValueError(f"--fields must be >= 1, got {args.fields}")
     if not args.out.parent.is_dir():
         raise ValueError(f"cannot write {args.out}: folder {args.out.parent} does not exist")
@@ -49,12 +53,11 @@ def run(args: argparse.Namespace) -> int:
     values, _ignored = load_settings(args.config, dict(args.hw))
     with open_hardware(config_from_mapping(values)) as hw:
         positions = None
-        if args.fields > 1:
+        fields = default_fields(hw.xy_stage is not None) if args.fields is None else args.fields
+        if fields > 1:
             if hw.xy_stage is None:
-                raise ValueError(
-                    f"--fields {args.fields} needs an XY stage; this configuration has none (give --fields 1)"
-                )
-            positions = nearest_fields(hw.xy_stage.xy_um, args.fields, args.field_spacing_um)
+                raise ValueError(f"--fields {fields} needs an XY stage; this configuration has none (give --fields 1)")
+            positions = nearest_fields(hw.xy_stage.xy_um, fields, args.field_spacing_um)
         cal = measure_calibration(
             hw.camera,
             hw.focus_stage,
@@ -74,5 +77,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"  defocus (um): {' '.join(f'{z:+5.1f}' for z in cal.z_um)}")
         print(f"  reading (um): {' '.join(f'{r:+5.1f}' for r in cal.reading_um)}")
         print(f"  the model reads {cal.reading_at_focus_um:+.3f} um at your focus")
+        if cal.tilt_um_per_mm is not None:
+            tx, ty = cal.tilt_um_per_mm
+            print(f"  slide tilt fitted over the fields: defocus {tx:+.2f} um per mm of X, {ty:+.2f} um per mm of Y")
         print(f"  use it with: autofocus focus --calibration {args.out} --aim-um {CALIBRATED_AIM_UM:g}")
     return 0

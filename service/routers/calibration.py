@@ -20,7 +20,7 @@ from autofocus.calibration import (
     measure_calibration,
     nearest_fields,
 )
-from autofocus.calibration_settings import DEFAULT_RANGE_UM, MAX_RANGE_UM
+from autofocus.calibration_settings import DEFAULT_FIELDS, DEFAULT_RANGE_UM, MAX_RANGE_UM, default_fields
 from drivers.errors import BusyError
 from service.deps import ReadAccess, State, WriteAccess
 from service.errors import BadRequestError, problem_responses
@@ -41,11 +41,17 @@ class CalibrationIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     format: Literal["ldse-focus-calibration"] = Field(description=f"always {FORMAT!r}")
-    format_version: Literal[1] = Field(description=f"always {FORMAT_VERSION}")
+    format_version: Literal[1, 2] = Field(description=f"{FORMAT_VERSION} (files of version 1 are read too)")
     z_um: list[float] = Field(description="defocus of each plane relative to the calibrated focus, increasing")
     reading_um: list[float] = Field(description="median model reading at each plane")
     spread_um: list[float] = Field(description="standard deviation of the readings at each plane")
     fields: StrictInt = Field(ge=1, description="fields of view swept")
+    tilt_um_per_mm: list[float] | None = Field(
+        default=None,
+        min_length=2,
+        max_length=2,
+        description="defocus change per mm of X and Y travel fitted over the fields (null: not fitted)",
+    )
     source: str = Field(default="", description="the model that was read")
     created_at: str = Field(default="")
 
@@ -63,7 +69,13 @@ class MeasureCalibrationRequest(BaseModel):
         default=DEFAULT_RANGE_UM, gt=0, le=MAX_RANGE_UM, description="sweep -range..+range um of defocus"
     )
     step_um: float = Field(default=0.5, gt=0, le=MAX_RANGE_UM, description="plane spacing (um)")
-    fields: int = Field(default=1, ge=1, le=100, description="fields of view, on a grid around the current one")
+    fields: int | None = Field(
+        default=None,
+        ge=1,
+        le=100,
+        description=f"fields of view, on a grid around the current one (default {DEFAULT_FIELDS} with an XY stage, "
+        "1 without; a tilted slide is fitted with 5 or more)",
+    )
     field_spacing_um: float = Field(default=500.0, gt=0, description="grid spacing of the fields (um)")
     min_confidence: float = Field(default=0.3, ge=0, le=1, description="frames below this confidence are ignored")
 
@@ -147,13 +159,14 @@ def measure(request: MeasureCalibrationRequest, response: Response, state: State
     if request.step_um > request.range_um:
         raise BadRequestError(f"step_um={request.step_um} is larger than range_um={request.range_um}")
     xy_stage = state.hardware.xy_stage
-    if request.fields > 1 and xy_stage is None:
-        raise BadRequestError(f"fields={request.fields} needs an XY stage and this microscope has none; give fields=1")
+    fields = default_fields(xy_stage is not None) if request.fields is None else request.fields
+    if fields > 1 and xy_stage is None:
+        raise BadRequestError(f"fields={fields} needs an XY stage and this microscope has none; give fields=1")
 
     def work(job: Job) -> dict[str, Any]:
         positions = None
-        if request.fields > 1 and xy_stage is not None:
-            positions = nearest_fields(xy_stage.xy_um, request.fields, request.field_spacing_um)
+        if fields > 1 and xy_stage is not None:
+            positions = nearest_fields(xy_stage.xy_um, fields, request.field_spacing_um)
         cal = measure_calibration(
             state.camera,
             state.hardware.focus_stage,
@@ -170,5 +183,5 @@ def measure(request: MeasureCalibrationRequest, response: Response, state: State
         _store(state, cal)
         return _out(state)
 
-    job = state.jobs.start("calibration", request.model_dump(), work)
+    job = state.jobs.start("calibration", request.model_dump() | {"fields": fields}, work)
     return accepted(response, job)

@@ -1,0 +1,83 @@
+"""Merging a multi-field sweep: each field read against its own focus on a tilted slide."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from autofocus.calibration import nearest_fields
+from autofocus.calibration_fields import MIN_TILT_FIELDS, MIN_TILT_PLANES, median_curve, merge_fields
+
+PLANES = np.arange(-6.0, 6.0 + 1e-9, 0.5)
+
+
+def curve(z: np.ndarray) -> np.ndarray:
+    """A reading curve like the model's: steeper above focus, reads +0.3 um at focus."""
+    return 0.3 + 1.2 * z + 0.25 * np.sin(z) + 0.03 * z**2
+
+
+def sweep(
+    offsets_um: np.ndarray, tilt_um_per_mm: tuple[float, float], bias_sd_um: float, seed: int = 0
+) -> np.ndarray:
+    """Readings of fields at ``offsets_um`` from the focused start: each field's curve shifted by the tilt,
+    plus a reading bias of its own."""
+    rng = np.random.default_rng(seed)
+    shifts = offsets_um @ np.asarray(tilt_um_per_mm) / 1000.0
+    bias = rng.normal(0.0, bias_sd_um, size=len(offsets_um))
+    return np.array([curve(PLANES + s) + b for s, b in zip(shifts, bias, strict=True)])
+
+
+def grid(count: int, spacing_um: float = 500.0) -> np.ndarray:
+    return np.array(nearest_fields((0.0, 0.0), count, spacing_um))
+
+
+@pytest.mark.parametrize("tilt", [(2.0, -1.0), (-4.0, 3.0), (0.0, 0.0)])
+def test_the_tilt_is_fitted_and_each_field_is_read_at_its_own_focus(tilt: tuple[float, float]) -> None:
+    offsets = grid(9) + np.array([500.0, 0.0])  # the focused start is a field on the grid's left edge
+    table = sweep(offsets, tilt, bias_sd_um=0.08)
+    merged, fitted = merge_fields(PLANES, table, offsets)
+    assert fitted is not None
+    assert np.allclose(fitted, tilt, atol=0.25)
+    inner = np.abs(PLANES) <= 4.0  # the corner fields' shifts push the ends out of range
+    err_merged = np.abs(median_curve(merged)[inner] - curve(PLANES[inner]))
+    assert np.nanmax(err_merged) <= 0.15  # the fields' biases average out
+    if tilt != (0.0, 0.0):  # read as measured, the tilt smears the curve well beyond that
+        err_raw = np.abs(median_curve(table)[inner] - curve(PLANES[inner]))
+        assert np.nanmax(err_raw) > 0.5 > 3 * np.nanmax(err_merged)
+
+
+def test_a_field_with_no_reading_at_some_planes_still_merges() -> None:
+    offsets = grid(9)
+    table = sweep(offsets, (2.0, 1.0), bias_sd_um=0.05)
+    table[3, :6] = np.nan  # blank frames far below focus on one field
+    merged, fitted = merge_fields(PLANES, table, offsets)
+    assert fitted is not None and np.allclose(fitted, (2.0, 1.0), atol=0.25)
+    assert np.all(np.isnan(merged[3, :5]))
+
+
+@pytest.mark.parametrize(
+    "offsets",
+    [
+        None,  # one field
+        grid(MIN_TILT_FIELDS - 1),  # too few fields to tell tilt from the fields' own bias
+        np.array([[x, 0.0] for x in (-1000.0, -500.0, 0.0, 500.0, 1000.0, 1500.0)]),  # all on one line
+    ],
+)
+def test_fields_that_cannot_pin_a_plane_are_read_as_measured(offsets: np.ndarray | None) -> None:
+    n = 1 if offsets is None else len(offsets)
+    table = sweep(np.zeros((n, 2)) if offsets is None else offsets, (2.0, -1.0), bias_sd_um=0.05)
+    merged, fitted = merge_fields(PLANES, table, offsets)
+    assert fitted is None and merged is table
+
+
+def test_a_sweep_too_short_to_compare_shifts_is_read_as_measured() -> None:
+    offsets = grid(9)
+    table = sweep(offsets, (2.0, -1.0), bias_sd_um=0.05)[:, : MIN_TILT_PLANES - 1]
+    merged, fitted = merge_fields(PLANES[: MIN_TILT_PLANES - 1], table, offsets)
+    assert fitted is None and merged is table
+
+
+def test_median_curve_leaves_out_planes_most_fields_could_not_read() -> None:
+    table = np.array([[1.0, 2.0, np.nan], [3.0, np.nan, np.nan], [5.0, 4.0, 7.0]])
+    out = median_curve(table)
+    assert out[0] == 3.0 and out[1] == 3.0 and np.isnan(out[2])
