@@ -78,14 +78,17 @@ def _field_shift_um(planes: np.ndarray, row: np.ndarray, curve_z: np.ndarray, cu
 
 
 def _regrid(planes: np.ndarray, table: np.ndarray, shifts: np.ndarray) -> np.ndarray:
-    """Each field's readings moved to ``plane + shift`` and interpolated back onto ``planes``."""
+    """Each field's readings moved to ``plane + shift`` and interpolated back onto ``planes``; the
+    end readings also stand for planes up to half a step beyond them (else a small shift would
+    drop the sweep's end planes)."""
     out = np.full_like(table, np.nan)
+    half_step = float(np.min(np.diff(planes))) / 2
     for i, (row, shift) in enumerate(zip(table, shifts, strict=True)):
         ok = ~np.isnan(row)
         if ok.sum() < 2:
             continue
         z = planes[ok] + shift
-        inside = (planes >= z[0]) & (planes <= z[-1])
+        inside = (planes >= z[0] - half_step) & (planes <= z[-1] + half_step)
         out[i, inside] = np.interp(planes[inside], z, row[ok])
     return out
 
