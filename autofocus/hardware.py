@@ -82,6 +82,8 @@ class HardwareConfig(BaseModel):
     sim_noise: bool = True
     sim_realtime: bool = False
     sim_focus_offset_um: float = 0.0
+    sim_tilt_x_um_per_mm: float = Field(default=0.0, ge=-50, le=50, description="slide tilt: focus change per mm of X")
+    sim_tilt_y_um_per_mm: float = Field(default=0.0, ge=-50, le=50, description="slide tilt: focus change per mm of Y")
 
     # Micro-Manager (camera=micromanager and/or stage=micromanager).
     mm_backend: Literal["python", "java"] = "python"
@@ -363,6 +365,7 @@ def _build_simulator(factory: Any, cfg: HardwareConfig, stage_options: dict[str,
         jpeg_quality=cfg.sim_jpeg_quality,
         noise=cfg.sim_noise,
         focus_offset_um=cfg.sim_focus_offset_um,
+        tilt_um_per_mm=(cfg.sim_tilt_x_um_per_mm, cfg.sim_tilt_y_um_per_mm),
         realtime=cfg.sim_realtime,
         **stage_options,
     )

@@ -319,6 +319,19 @@ def test_cli_calibrate_then_focus_through_the_file(tmp_path: Path, capsys: pytes
     assert move["to_z_um"] - move["from_z_um"] == pytest.approx(cal.defocus_um(first["defocus_um"]) - 1.5, abs=1e-6)
 
 
+def test_cli_calibrate_sweeps_a_grid_of_fields_by_default_and_fits_the_tilt(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "cal.json"
+    tilted = ["--hw", "sim_tilt_x_um_per_mm=3", "--hw", "sim_specimen=tissue"]
+    assert main(["calibrate", str(path), "--range-um", "3", "--min-confidence", "0", *tilted, *SIM]) == 0
+    printed = capsys.readouterr().out
+    cal = FocusCalibration.load(path)
+    assert cal.fields == DEFAULT_FIELDS and cal.tilt_um_per_mm is not None
+    assert cal.tilt_um_per_mm[0] == pytest.approx(3.0, abs=1.0) and cal.tilt_um_per_mm[1] == pytest.approx(0, abs=1.0)
+    assert f"on {DEFAULT_FIELDS} field(s)" in printed and "slide tilt fitted over the fields: defocus +" in printed
+
+
 def test_cli_calibrate_and_focus_refuse_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["calibrate", str(tmp_path / "no" / "cal.json"), *SIM]) == 2
     assert "folder" in capsys.readouterr().err
