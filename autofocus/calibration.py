@@ -27,6 +27,7 @@ Files are JSON (``save`` writes atomically; ``load`` checks the format and every
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 from collections.abc import Callable, Sequence
@@ -55,6 +56,7 @@ READABLE_VERSIONS = (1, 2)
 MIN_SPAN_UM = 0.5  # a curve whose fitted readings span less than this cannot be inverted usefully
 
 Progress = Callable[[dict[str, Any]], None]
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -67,7 +69,8 @@ class FocusCalibration:
     fields: int  # fields of view the sweep visited
     source: str = ""  # the model that was read (a checkpoint path or name)
     created_at: str = ""
-    # defocus change per mm of X and Y travel fitted over the fields (autofocus.calibration_fields);
+    # defocus change per mm of X and Y travel fitted over the fields (autofocus.calibration_fields;
+    # defocus sign, so opposite to the focal surface's slope in stage Z where direction is -1);
     # None: one field, or fields that could not pin a plane (read as measured, a level slide assumed)
     tilt_um_per_mm: tuple[float, float] | None = None
     _knot_reading: np.ndarray = field(init=False, repr=False, compare=False)
@@ -92,9 +95,13 @@ class FocusCalibration:
         if isinstance(self.fields, bool) or not isinstance(self.fields, int) or self.fields < 1:
             raise ValueError(f"fields must be an integer >= 1, got {self.fields!r}")
         if self.tilt_um_per_mm is not None:
-            tilt = tuple(self.tilt_um_per_mm)
-            if len(tilt) != 2 or not all(isinstance(v, int | float) and math.isfinite(v) for v in tilt):
-                raise ValueError(f"tilt_um_per_mm must be two finite numbers or null, got {self.tilt_um_per_mm!r}")
+            tilt = self.tilt_um_per_mm
+            if not (
+                isinstance(tilt, tuple | list)
+                and len(tilt) == 2
+                and all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in tilt)
+            ):
+                raise ValueError(f"tilt_um_per_mm must be two finite numbers or null, got {tilt!r}")
             self.tilt_um_per_mm = (float(tilt[0]), float(tilt[1]))
         fitted = non_decreasing(r)
         if fitted[-1] - fitted[0] < MIN_SPAN_UM:
@@ -180,8 +187,10 @@ class FocusCalibration:
         )
         if unknown:
             raise ValueError(f"{where}: unknown field(s) {', '.join(unknown)}")
-        not_lists = [k for k in ("z_um", "reading_um", "spread_um") if not isinstance(data[k], list)]
         tilt = data.get("tilt_um_per_mm")
+        if tilt is not None and data["format_version"] < 2:
+            raise ValueError(f"{where}: tilt_um_per_mm needs format_version 2 (the file says 1)")
+        not_lists = [k for k in ("z_um", "reading_um", "spread_um") if not isinstance(data[k], list)]
         if tilt is not None and not isinstance(tilt, list):
             not_lists.append("tilt_um_per_mm")
         if not_lists:
@@ -192,7 +201,7 @@ class FocusCalibration:
                 reading_um=[float(v) for v in data["reading_um"]],
                 spread_um=[float(v) for v in data["spread_um"]],
                 fields=data["fields"],
-                tilt_um_per_mm=None if tilt is None else tuple(float(v) for v in tilt),  # type: ignore[arg-type]
+                tilt_um_per_mm=tilt,  # checked in __post_init__
                 source=str(data.get("source", "")),
                 created_at=str(data.get("created_at", "")),
             )
@@ -260,7 +269,8 @@ def measure_calibration(
     ``MIN_TILT_FIELDS`` (5) or more fields spanning both axes, a plane through the start (the
     slide's tilt) is fitted to where each field's curve says its focus is, and each field is read
     against its own focus on that plane (``autofocus.calibration_fields``; the result's
-    ``tilt_um_per_mm``); fewer fields must lie in one focal plane (a level slide).
+    ``tilt_um_per_mm``); fewer fields, or a sweep of fewer than 11 planes, must lie in one focal
+    plane (a level slide).
 
     The sweep's Z range and every position are checked against the soft limits before the first
     move (``LimitError``: nothing moved); Z moves longer than ``max_step_um`` are split into legs.
@@ -349,7 +359,9 @@ def measure_calibration(
     offsets = None  # each field's XY offset from the start, where the focus was set
     if positions is not None and xy0 is not None and len(fields) > 1:
         offsets = np.array([(x - xy0[0], y - xy0[1]) for x, y in positions])
-    merged, tilt = merge_fields(planes, table, offsets)
+    merged, tilt, unfit = merge_fields(planes, table, offsets)
+    if unfit is not None and len(fields) > 1:
+        log.warning("slide tilt not fitted (%s): the %d fields are read as on a level slide", unfit, len(fields))
     curve = median_curve(merged)
     kept = [j for j in range(planes.size) if not np.isnan(curve[j])]
     if len(kept) < 3 or not (planes[kept[0]] <= 0.0 <= planes[kept[-1]]):

@@ -17,27 +17,44 @@ averaged. ``merge_fields`` undoes that:
    across the slide, while a field's own reading bias is not, so the plane keeps the tilt and
    averages the biases out (which is why it needs ``MIN_TILT_FIELDS`` fields that span both
    axes);
-4. each field's readings moved to ``d + (tx * dx + ty * dy) / 1000``, the tilt plane through the
-   start (whose focus the user set), and interpolated back onto the planes; steps 1-4 twice more
-   on the result.
+4. each field's readings moved to ``d + (tx * dx + ty * dy) / 1000``, the parallel plane through
+   the start (whose focus the user set), and interpolated back onto the planes, only between
+   readings of neighbouring planes (a plane a field could not read stays unread);
+5. twice more: the median curve of the moved readings, then steps 2-4 on the measured readings.
+
+A field whose focus seems ``SHIFT_SEARCH_UM`` (6 um) or more from the start's is refused
+(``UnreliableEstimateError``), not followed: either the slide is tilted more than a sweep can
+follow, or that field reads unlike the others.
 
 The tilt is reported as the change of defocus (the project's sign: > 0 is the specimen beyond
-the focal plane) per mm of X and of Y travel. With fewer fields, fields on one line, or a sweep
-of fewer than ``MIN_TILT_PLANES`` planes, the readings are merged as measured (a level slide
-assumed).
+the focal plane) per mm of X and of Y travel: with a focus stage whose ``direction`` is -1 it has
+the opposite sign of the focal surface's slope in stage Z. With fewer fields, fields on one
+line, or a sweep of fewer than ``MIN_TILT_PLANES`` planes, the readings are merged as measured (a
+level slide assumed) and ``merge_fields`` says why.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["MIN_TILT_FIELDS", "MIN_TILT_PLANES", "median_curve", "merge_fields", "non_decreasing"]
+from drivers.errors import UnreliableEstimateError
+
+__all__ = [
+    "MIN_TILT_FIELDS",
+    "MIN_TILT_PLANES",
+    "SHIFT_SEARCH_UM",
+    "median_curve",
+    "merge_fields",
+    "non_decreasing",
+    "tilt_unfit_reason",
+]
 
 MIN_TILT_FIELDS = 5
 SHIFT_SEARCH_UM = 6.0
 SHIFT_STEP_UM = 0.05
 MIN_OVERLAP_PLANES = 5  # planes a field must share with the curve to be aligned at a shift
 MIN_TILT_PLANES = 2 * MIN_OVERLAP_PLANES + 1  # a shorter sweep leaves too few shifts to compare
+MAX_LAYOUT_CONDITION = 1e4  # fields nearly on one line pin the plane's other slope poorly
 
 
 def median_curve(table: np.ndarray) -> np.ndarray:
@@ -78,49 +95,85 @@ def _field_shift_um(planes: np.ndarray, row: np.ndarray, curve_z: np.ndarray, cu
 
 
 def _regrid(planes: np.ndarray, table: np.ndarray, shifts: np.ndarray) -> np.ndarray:
-    """Each field's readings moved to ``plane + shift`` and interpolated back onto ``planes``; the
-    end readings also stand for planes up to half a step beyond them (else a small shift would
-    drop the sweep's end planes)."""
+    """Each field's readings moved to ``plane + shift`` and interpolated back onto ``planes``.
+
+    A plane gets a value only from two readings of neighbouring sweep planes (a gap where the
+    field read nothing stays a gap), and the end readings also stand for planes up to half a step
+    beyond them (else a small shift would drop the sweep's end planes).
+    """
     out = np.full_like(table, np.nan)
-    half_step = float(np.min(np.diff(planes))) / 2
+    step = float(np.min(np.diff(planes)))
     for i, (row, shift) in enumerate(zip(table, shifts, strict=True)):
-        ok = ~np.isnan(row)
-        if ok.sum() < 2:
+        idx = np.flatnonzero(~np.isnan(row))
+        if idx.size == 0:
             continue
-        z = planes[ok] + shift
-        inside = (planes >= z[0] - half_step) & (planes <= z[-1] + half_step)
-        out[i, inside] = np.interp(planes[inside], z, row[ok])
+        z, r = planes[idx] + shift, row[idx]
+        for j, p in enumerate(planes):
+            k = int(np.searchsorted(z, p))
+            if k < z.size and abs(z[k] - p) < 1e-9:
+                out[i, j] = r[k]
+            elif 0 < k < z.size and idx[k] - idx[k - 1] == 1:
+                t = (p - z[k - 1]) / (z[k] - z[k - 1])
+                out[i, j] = r[k - 1] + t * (r[k] - r[k - 1])
+            elif (k == 0 and z[0] - p <= step / 2) or (k == z.size and p - z[-1] <= step / 2):
+                out[i, j] = r[min(k, z.size - 1)]
     return out
+
+
+def tilt_unfit_reason(planes: np.ndarray, fields: int, offsets_um: np.ndarray | None) -> str | None:
+    """Why this sweep cannot fit a tilt before it is run (None: it can try)."""
+    if offsets_um is None or fields < MIN_TILT_FIELDS:
+        return f"{fields} field(s); a tilt needs at least {MIN_TILT_FIELDS}"
+    if planes.size < MIN_TILT_PLANES:
+        return f"{planes.size} planes; a tilt needs at least {MIN_TILT_PLANES}"
+    return _layout_problem(np.asarray(offsets_um, dtype=float))
+
+
+def _layout_problem(offsets_um: np.ndarray) -> str | None:
+    """None if the fields span both axes well enough to fit a plane, else what is wrong."""
+    design = np.column_stack([offsets_um / 1000.0, np.ones(len(offsets_um))])
+    if np.linalg.matrix_rank(design, tol=1e-6) < 3 or np.linalg.cond(design) > MAX_LAYOUT_CONDITION:
+        return "the fields lie (nearly) on one line; a tilt needs fields spread in X and in Y"
+    return None
 
 
 def merge_fields(
     planes: np.ndarray, table: np.ndarray, offsets_um: np.ndarray | None
-) -> tuple[np.ndarray, tuple[float, float] | None]:
+) -> tuple[np.ndarray, tuple[float, float] | None, str | None]:
     """The readings ``table`` (fields x planes, NaN where unreliable) on each field's own focus.
 
-    ``offsets_um``: each field's (dx, dy) from the start, where the focus was set, or None. Returns the
-    table to take medians of and the fitted tilt (um of defocus per mm of X and Y travel), or
-    the table as it was and None when the fields cannot pin a plane (see the module docstring).
+    ``offsets_um``: each field's (dx, dy) from the start, where the focus was set, or None.
+    Returns the table to take medians of, the fitted tilt (um of defocus per mm of X and Y
+    travel), and None; or the table as it was, None, and why no tilt was fitted. Raises
+    ``UnreliableEstimateError`` when a field's focus lies ``SHIFT_SEARCH_UM`` or more from the
+    start's (the search's edge): a tilt that large cannot be followed, so no curve is returned.
     """
-    if offsets_um is None or table.shape[0] < MIN_TILT_FIELDS or planes.size < MIN_TILT_PLANES:
-        return table, None
+    reason = tilt_unfit_reason(planes, table.shape[0], offsets_um)
+    if reason is not None or offsets_um is None:
+        return table, None, reason
     offsets = np.asarray(offsets_um, dtype=float) / 1000.0  # mm
     design = np.column_stack([offsets, np.ones(len(offsets))])  # tilt x, tilt y, and where the curve sits
-    if np.linalg.matrix_rank(design, tol=1e-6) < 3:
-        return table, None
     merged, tilt = table, (0.0, 0.0)
     for _ in range(3):
         curve = median_curve(merged)
         have = ~np.isnan(curve)
         if have.sum() < MIN_OVERLAP_PLANES:
-            return table, None
+            return table, None, f"only {int(have.sum())} planes were read on most fields"
         curve_z, curve_r = planes[have], non_decreasing(curve[have])
         shifts = [_field_shift_um(planes, row, curve_z, curve_r) for row in table]
+        for (dx, dy), shift in zip(offsets_um, shifts, strict=True):
+            if shift is not None and abs(shift) >= SHIFT_SEARCH_UM - 1e-9:
+                raise UnreliableEstimateError(
+                    f"the field at ({dx:+.0f}, {dy:+.0f}) um from the start reads as if its focus were "
+                    f"{SHIFT_SEARCH_UM:g} um or more away: the slide is tilted more than the calibration can "
+                    "follow (or that field reads unlike the others); level the slide, space the fields closer, "
+                    "or calibrate on one field"
+                )
         usable = np.array([s is not None for s in shifts])
-        if usable.sum() < MIN_TILT_FIELDS or np.linalg.matrix_rank(design[usable], tol=1e-6) < 3:
-            return table, None
+        if usable.sum() < MIN_TILT_FIELDS or _layout_problem(np.asarray(offsets_um, dtype=float)[usable]):
+            return table, None, f"only {int(usable.sum())} fields read enough planes to place their focus"
         measured = np.array([s for s in shifts if s is not None])
         coef, *_ = np.linalg.lstsq(design[usable], measured, rcond=None)
         tilt = (float(coef[0]), float(coef[1]))
-        merged = _regrid(planes, table, offsets @ coef[:2])  # the plane through the start: its focus is 0
-    return merged, tilt
+        merged = _regrid(planes, table, offsets @ coef[:2])  # the parallel plane through the start: its focus is 0
+    return merged, tilt, None

@@ -319,7 +319,10 @@ def main() -> int:
     args = parser.parse_args()
 
     width, height = (int(v) for v in args.frame.lower().split("x"))
-    tx, ty = (float(v) for v in args.tilt_um_per_mm.split(","))
+    try:
+        tx, ty = (float(v) for v in args.tilt_um_per_mm.split(","))
+    except ValueError:
+        parser.error(f"--tilt-um-per-mm takes TX,TY (two numbers), got {args.tilt_um_per_mm!r}")
     tilt = (tx, ty)
     specimens = [s.strip() for s in args.specimens.split(",") if s.strip()]
     meta = load_checkpoint(args.model).meta

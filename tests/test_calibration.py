@@ -94,6 +94,9 @@ def test_the_file_round_trips_and_bad_files_say_what_is_wrong(tmp_path: Path) ->
         (json.dumps({**cal.to_dict(), "fields": 0}), "fields must be"),
         (json.dumps({**cal.to_dict(), "tilt_um_per_mm": [1.0]}), "tilt_um_per_mm must be two finite numbers"),
         (json.dumps({**cal.to_dict(), "tilt_um_per_mm": "level"}), "tilt_um_per_mm must be lists"),
+        (json.dumps({**cal.to_dict(), "tilt_um_per_mm": [True, False]}), "two finite numbers"),
+        (json.dumps({**cal.to_dict(), "tilt_um_per_mm": ["1", "2"]}), "two finite numbers"),
+        (json.dumps({**cal.to_dict(), "format_version": 1, "tilt_um_per_mm": [1, 2]}), "needs format_version 2"),
     ]:
         bad.write_text(content)
         with pytest.raises(ValueError, match=message):

@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 
 from autofocus.calibration import nearest_fields
-from autofocus.calibration_fields import MIN_TILT_FIELDS, MIN_TILT_PLANES, median_curve, merge_fields
+from autofocus.calibration_fields import (
+    MIN_TILT_FIELDS,
+    MIN_TILT_PLANES,
+    SHIFT_SEARCH_UM,
+    median_curve,
+    merge_fields,
+)
+from drivers.errors import UnreliableEstimateError
 
 PLANES = np.arange(-6.0, 6.0 + 1e-9, 0.5)
 
@@ -16,9 +23,7 @@ def curve(z: np.ndarray) -> np.ndarray:
     return 0.3 + 1.2 * z + 0.25 * np.sin(z) + 0.03 * z**2
 
 
-def sweep(
-    offsets_um: np.ndarray, tilt_um_per_mm: tuple[float, float], bias_sd_um: float, seed: int = 0
-) -> np.ndarray:
+def sweep(offsets_um: np.ndarray, tilt_um_per_mm: tuple[float, float], bias_sd_um: float, seed: int = 0) -> np.ndarray:
     """Readings of fields at ``offsets_um`` from the focused start: each field's curve shifted by the tilt,
     plus a reading bias of its own."""
     rng = np.random.default_rng(seed)
@@ -35,8 +40,8 @@ def grid(count: int, spacing_um: float = 500.0) -> np.ndarray:
 def test_the_tilt_is_fitted_and_each_field_is_read_at_its_own_focus(tilt: tuple[float, float]) -> None:
     offsets = grid(9) + np.array([500.0, 0.0])  # the focused start is a field on the grid's left edge
     table = sweep(offsets, tilt, bias_sd_um=0.08)
-    merged, fitted = merge_fields(PLANES, table, offsets)
-    assert fitted is not None
+    merged, fitted, unfit = merge_fields(PLANES, table, offsets)
+    assert fitted is not None and unfit is None
     assert np.allclose(fitted, tilt, atol=0.25)
     inner = np.abs(PLANES) <= 4.0  # the corner fields' shifts push the ends out of range
     err_merged = np.abs(median_curve(merged)[inner] - curve(PLANES[inner]))
@@ -48,35 +53,46 @@ def test_the_tilt_is_fitted_and_each_field_is_read_at_its_own_focus(tilt: tuple[
         assert np.nanmax(err_raw) > 0.5 > 3 * np.nanmax(err_merged)
 
 
-def test_a_field_with_no_reading_at_some_planes_still_merges() -> None:
+def test_a_field_with_no_reading_at_some_planes_still_merges_and_its_gap_stays_a_gap() -> None:
     offsets = grid(9)
     table = sweep(offsets, (2.0, 1.0), bias_sd_um=0.05)
     table[3, :6] = np.nan  # blank frames far below focus on one field
-    merged, fitted = merge_fields(PLANES, table, offsets)
+    table[:5, 11:14] = np.nan  # five fields of nine could not read -0.5..+0.5 um
+    merged, fitted, _ = merge_fields(PLANES, table, offsets)
     assert fitted is not None and np.allclose(fitted, (2.0, 1.0), atol=0.25)
     assert np.all(np.isnan(merged[3, :5]))
+    # a plane most fields could not read is not filled in from the planes around it
+    assert np.isnan(median_curve(merged)[12]) and not np.isnan(median_curve(merged)[[9, 15]]).any()
+
+
+def test_a_tilt_beyond_what_a_sweep_can_follow_is_refused() -> None:
+    offsets = grid(9, spacing_um=2000.0)  # fields 2 mm apart on a slide tilted 4 um/mm: 8 um off focus
+    table = sweep(offsets, (4.0, 0.0), bias_sd_um=0.05)
+    with pytest.raises(UnreliableEstimateError, match=f"{SHIFT_SEARCH_UM:g} um or more away.*space the fields closer"):
+        merge_fields(PLANES, table, offsets)
 
 
 @pytest.mark.parametrize(
-    "offsets",
+    ("offsets", "why"),
     [
-        None,  # one field
-        grid(MIN_TILT_FIELDS - 1),  # too few fields to tell tilt from the fields' own bias
-        np.array([[x, 0.0] for x in (-1000.0, -500.0, 0.0, 500.0, 1000.0, 1500.0)]),  # all on one line
+        (None, "a tilt needs at least 5"),  # one field
+        (grid(MIN_TILT_FIELDS - 1), "a tilt needs at least 5"),  # too few to tell tilt from the fields' own bias
+        (np.array([[x, 0.0] for x in (-1000.0, -500.0, 0.0, 500.0, 1000.0, 1500.0)]), "on one line"),
+        (np.array([[x, x * 1e-5] for x in (-1000.0, -500.0, 0.0, 500.0, 1000.0, 1500.0)]), "on one line"),
     ],
 )
-def test_fields_that_cannot_pin_a_plane_are_read_as_measured(offsets: np.ndarray | None) -> None:
+def test_fields_that_cannot_pin_a_plane_are_read_as_measured_and_say_why(offsets: np.ndarray | None, why: str) -> None:
     n = 1 if offsets is None else len(offsets)
     table = sweep(np.zeros((n, 2)) if offsets is None else offsets, (2.0, -1.0), bias_sd_um=0.05)
-    merged, fitted = merge_fields(PLANES, table, offsets)
-    assert fitted is None and merged is table
+    merged, fitted, unfit = merge_fields(PLANES, table, offsets)
+    assert fitted is None and merged is table and unfit is not None and why in unfit
 
 
 def test_a_sweep_too_short_to_compare_shifts_is_read_as_measured() -> None:
     offsets = grid(9)
     table = sweep(offsets, (2.0, -1.0), bias_sd_um=0.05)[:, : MIN_TILT_PLANES - 1]
-    merged, fitted = merge_fields(PLANES[: MIN_TILT_PLANES - 1], table, offsets)
-    assert fitted is None and merged is table
+    merged, fitted, unfit = merge_fields(PLANES[: MIN_TILT_PLANES - 1], table, offsets)
+    assert fitted is None and merged is table and unfit == f"{MIN_TILT_PLANES - 1} planes; a tilt needs at least 11"
 
 
 def test_median_curve_leaves_out_planes_most_fields_could_not_read() -> None:

@@ -56,6 +56,9 @@ def test_store_read_and_drop_a_calibration(client: TestClient, tmp: Path) -> Non
         ({"format": "other"}, "format"),
         ({"fields": True}, "fields"),
         ({"z_um": "012"}, "z_um"),
+        ({"tilt_um_per_mm": [True, 0.5]}, "tilt_um_per_mm"),
+        ({"tilt_um_per_mm": [1.0]}, "tilt_um_per_mm"),
+        ({"format_version": 1, "tilt_um_per_mm": [1.0, 0.5]}, "needs format_version 2"),
     ],
 )
 def test_a_bad_calibration_is_refused_and_the_old_one_kept(

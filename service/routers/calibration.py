@@ -11,7 +11,7 @@ import logging
 from typing import Any, Literal
 
 from fastapi import APIRouter, Response
-from pydantic import BaseModel, ConfigDict, Field, StrictInt
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt
 
 from autofocus.calibration import (
     FORMAT,
@@ -46,7 +46,7 @@ class CalibrationIn(BaseModel):
     reading_um: list[float] = Field(description="median model reading at each plane")
     spread_um: list[float] = Field(description="standard deviation of the readings at each plane")
     fields: StrictInt = Field(ge=1, description="fields of view swept")
-    tilt_um_per_mm: list[float] | None = Field(
+    tilt_um_per_mm: list[StrictFloat | StrictInt] | None = Field(
         default=None,
         min_length=2,
         max_length=2,
