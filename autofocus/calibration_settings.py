@@ -20,7 +20,9 @@ CALIBRATED_AIM_UM = 1.0
 # the focused one; a tilted slide is fitted, autofocus.calibration_fields). Fields differ, and a
 # curve from one field carries that field's bias into every later run: verify readings within
 # 0.3 um (bench_calibration_fields.py, cells / tissue) 77.7 / 71.6 % with 1 field (the worst of 20
-# draws 40 / 35 %), 84.9 / 85.5 % with 9 (worst 81 / 82 %), 84.3 / 85.1 % with 20.
+# draws 40 / 35 %), 84.9 / 85.5 % with 9 (worst 81 / 82 %), 84.3 / 85.1 % with 20. Closed loop on
+# 100 full frames (one-shot + verify within 0.3 um): 88 % calibrated on the start field alone,
+# 98 % on 9 fields, 97 % on 9 fields of a slide tilted (2, -1) um/mm.
 DEFAULT_FIELDS = 9
 
 
