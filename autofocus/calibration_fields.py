@@ -129,9 +129,14 @@ def tilt_unfit_reason(planes: np.ndarray, fields: int, offsets_um: np.ndarray | 
     return _layout_problem(np.asarray(offsets_um, dtype=float))
 
 
+def _design(offsets_um: np.ndarray) -> np.ndarray:
+    """The plane fit's columns: X and Y offset in mm, and 1 (where the median curve itself sits)."""
+    return np.column_stack([offsets_um / 1000.0, np.ones(len(offsets_um))])
+
+
 def _layout_problem(offsets_um: np.ndarray) -> str | None:
     """None if the fields span both axes well enough to fit a plane, else what is wrong."""
-    design = np.column_stack([offsets_um / 1000.0, np.ones(len(offsets_um))])
+    design = _design(offsets_um)
     if np.linalg.matrix_rank(design, tol=1e-6) < 3 or np.linalg.cond(design) > MAX_LAYOUT_CONDITION:
         return "the fields lie (nearly) on one line; a tilt needs fields spread in X and in Y"
     return None
@@ -151,8 +156,8 @@ def merge_fields(
     reason = tilt_unfit_reason(planes, table.shape[0], offsets_um)
     if reason is not None or offsets_um is None:
         return table, None, reason
-    offsets = np.asarray(offsets_um, dtype=float) / 1000.0  # mm
-    design = np.column_stack([offsets, np.ones(len(offsets))])  # tilt x, tilt y, and where the curve sits
+    xy_um = np.asarray(offsets_um, dtype=float)
+    design = _design(xy_um)
     merged, tilt = table, (0.0, 0.0)
     for _ in range(3):
         curve = median_curve(merged)
@@ -161,7 +166,7 @@ def merge_fields(
             return table, None, f"only {int(have.sum())} planes were read on most fields"
         curve_z, curve_r = planes[have], non_decreasing(curve[have])
         shifts = [_field_shift_um(planes, row, curve_z, curve_r) for row in table]
-        for (dx, dy), shift in zip(offsets_um, shifts, strict=True):
+        for (dx, dy), shift in zip(xy_um, shifts, strict=True):
             if shift is not None and abs(shift) >= SHIFT_SEARCH_UM - 1e-9:
                 raise UnreliableEstimateError(
                     f"the field at ({dx:+.0f}, {dy:+.0f}) um from the start reads as if its focus were "
@@ -170,10 +175,10 @@ def merge_fields(
                     "or calibrate on one field"
                 )
         usable = np.array([s is not None for s in shifts])
-        if usable.sum() < MIN_TILT_FIELDS or _layout_problem(np.asarray(offsets_um, dtype=float)[usable]):
+        if usable.sum() < MIN_TILT_FIELDS or _layout_problem(xy_um[usable]):
             return table, None, f"only {int(usable.sum())} fields read enough planes to place their focus"
         measured = np.array([s for s in shifts if s is not None])
         coef, *_ = np.linalg.lstsq(design[usable], measured, rcond=None)
         tilt = (float(coef[0]), float(coef[1]))
-        merged = _regrid(planes, table, offsets @ coef[:2])  # the parallel plane through the start: its focus is 0
+        merged = _regrid(planes, table, design[:, :2] @ coef[:2])  # the parallel plane through the start
     return merged, tilt, None
