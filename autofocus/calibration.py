@@ -269,8 +269,9 @@ def measure_calibration(
     ``MIN_TILT_FIELDS`` (5) or more fields spanning both axes, a plane through the start (the
     slide's tilt) is fitted to where each field's curve says its focus is, and each field is read
     against its own focus on that plane (``autofocus.calibration_fields``; the result's
-    ``tilt_um_per_mm``); fewer fields, or a sweep of fewer than 11 planes, must lie in one focal
-    plane (a level slide).
+    ``tilt_um_per_mm``) when the plane explains the fields' focus beyond their scatter (else the
+    slide is read as level, ``tilt_um_per_mm`` None); fewer fields, or a sweep of fewer than 11
+    planes, must lie in one focal plane (a level slide).
 
     The sweep's Z range and every position are checked against the soft limits before the first
     move (``LimitError``: nothing moved); Z moves longer than ``max_step_um`` are split into legs.
@@ -359,8 +360,10 @@ def measure_calibration(
     offsets = None  # each field's XY offset from the start, where the focus was set
     if positions is not None and xy0 is not None and len(fields) > 1:
         offsets = np.array([(x - xy0[0], y - xy0[1]) for x, y in positions])
-    merged, tilt, unfit = merge_fields(planes, table, offsets)
-    if unfit is not None and len(fields) > 1:
+    merged, tilt, unfit, p_value = merge_fields(planes, table, offsets)
+    if unfit is not None and p_value is not None:  # a plane was fitted, and found no better than a level slide
+        log.info("slide read as level (%s)", unfit)
+    elif unfit is not None and len(fields) > 1:
         log.warning("slide tilt not fitted (%s): the %d fields are read as on a level slide", unfit, len(fields))
     curve = median_curve(merged)
     kept = [j for j in range(planes.size) if not np.isnan(curve[j])]

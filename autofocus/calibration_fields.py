@@ -20,7 +20,13 @@ averaged. ``merge_fields`` undoes that:
 4. each field's readings moved to ``d + (tx * dx + ty * dy) / 1000``, the parallel plane through
    the start (whose focus the user set), and interpolated back onto the planes, only between
    readings of neighbouring planes (a plane a field could not read stays unread);
-5. twice more: the median curve of the moved readings, then steps 2-4 on the measured readings.
+5. twice more: the median curve of the moved readings, then steps 2-4 on the measured readings;
+6. the plane is kept only if it explains the shifts better than one common shift does beyond
+   what the fields' own scatter would give on a level slide: an F-test of the plane against a
+   constant, ``p < TILT_P_VALUE``. Tissue reads compressed below focus, so its fields' shifts
+   scatter, and on a level slide nine such fields once gave a plane of (1.65, 1.70) um/mm: read
+   with it, the fields' readings were moved by up to 1.2 um for nothing. A slide with no tilt
+   beyond the scatter is read as measured (a level slide), and the result says so and gives p.
 
 A field whose focus seems ``SHIFT_SEARCH_UM`` (6 um) or more from the start's is refused
 (``UnreliableEstimateError``), not followed: either the slide is tilted more than a sweep can
@@ -35,7 +41,10 @@ level slide assumed) and ``merge_fields`` says why.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
+from scipy import stats
 
 from drivers.errors import UnreliableEstimateError
 
@@ -43,6 +52,8 @@ __all__ = [
     "MIN_TILT_FIELDS",
     "MIN_TILT_PLANES",
     "SHIFT_SEARCH_UM",
+    "TILT_P_VALUE",
+    "MergedFields",
     "median_curve",
     "merge_fields",
     "non_decreasing",
@@ -55,6 +66,20 @@ SHIFT_STEP_UM = 0.05
 MIN_OVERLAP_PLANES = 5  # planes a field must share with the curve to be aligned at a shift
 MIN_TILT_PLANES = 2 * MIN_OVERLAP_PLANES + 1  # a shorter sweep leaves too few shifts to compare
 MAX_LAYOUT_CONDITION = 1e4  # fields nearly on one line pin the plane's other slope poorly
+TILT_P_VALUE = 0.05  # a plane this unlikely on a level slide, given the fields' scatter, is taken as the tilt
+
+
+class MergedFields(NamedTuple):
+    """What ``merge_fields`` made of a sweep."""
+
+    table: np.ndarray
+    """Fields x planes, each field read against its own focus (the sweep as measured when no tilt is applied)."""
+    tilt_um_per_mm: tuple[float, float] | None
+    """The tilt applied: defocus change per mm of X and of Y travel; None when the slide is read as level."""
+    reason: str | None
+    """Why no tilt was applied (None when one was)."""
+    tilt_p_value: float | None = None
+    """The F-test's p for the fitted plane against a level slide; None where no plane could be fitted."""
 
 
 def median_curve(table: np.ndarray) -> np.ndarray:
@@ -142,20 +167,30 @@ def _layout_problem(offsets_um: np.ndarray) -> str | None:
     return None
 
 
-def merge_fields(
-    planes: np.ndarray, table: np.ndarray, offsets_um: np.ndarray | None
-) -> tuple[np.ndarray, tuple[float, float] | None, str | None]:
+def _tilt_p_value(design: np.ndarray, shifts: np.ndarray) -> float:
+    """F-test of the plane (3 coefficients) against one common shift: p of a fit this good on a level slide."""
+    coef, *_ = np.linalg.lstsq(design, shifts, rcond=None)
+    rss_plane = float(np.sum((shifts - design @ coef) ** 2))
+    rss_level = float(np.sum((shifts - shifts.mean()) ** 2))
+    dof = len(shifts) - design.shape[1]
+    if rss_plane <= 1e-12 * max(rss_level, 1e-12):  # the fields lie on the plane exactly
+        return 0.0 if rss_level > 1e-12 else 1.0
+    f = ((rss_level - rss_plane) / (design.shape[1] - 1)) / (rss_plane / dof)
+    return float(stats.f.sf(f, design.shape[1] - 1, dof))
+
+
+def merge_fields(planes: np.ndarray, table: np.ndarray, offsets_um: np.ndarray | None) -> MergedFields:
     """The readings ``table`` (fields x planes, NaN where unreliable) on each field's own focus.
 
     ``offsets_um``: each field's (dx, dy) from the start, where the focus was set, or None.
-    Returns the table to take medians of, the fitted tilt (um of defocus per mm of X and Y
-    travel), and None; or the table as it was, None, and why no tilt was fitted. Raises
+    Returns the table to take medians of and the tilt applied; or the table as it was, no tilt,
+    and why (too few fields or planes, or no tilt beyond the fields' scatter). Raises
     ``UnreliableEstimateError`` when a field's focus lies ``SHIFT_SEARCH_UM`` or more from the
     start's (the search's edge): a tilt that large cannot be followed, so no curve is returned.
     """
     reason = tilt_unfit_reason(planes, table.shape[0], offsets_um)
     if reason is not None or offsets_um is None:
-        return table, None, reason
+        return MergedFields(table, None, reason)
     xy_um = np.asarray(offsets_um, dtype=float)
     design = _design(xy_um)
     merged, tilt = table, (0.0, 0.0)
@@ -163,7 +198,7 @@ def merge_fields(
         curve = median_curve(merged)
         have = ~np.isnan(curve)
         if have.sum() < MIN_OVERLAP_PLANES:
-            return table, None, f"only {int(have.sum())} planes were read on most fields"
+            return MergedFields(table, None, f"only {int(have.sum())} planes were read on most fields")
         curve_z, curve_r = planes[have], non_decreasing(curve[have])
         shifts = [_field_shift_um(planes, row, curve_z, curve_r) for row in table]
         for (dx, dy), shift in zip(xy_um, shifts, strict=True):
@@ -176,9 +211,18 @@ def merge_fields(
                 )
         usable = np.array([s is not None for s in shifts])
         if usable.sum() < MIN_TILT_FIELDS or _layout_problem(xy_um[usable]):
-            return table, None, f"only {int(usable.sum())} fields read enough planes to place their focus"
+            return MergedFields(table, None, f"only {int(usable.sum())} fields read enough planes to place their focus")
         measured = np.array([s for s in shifts if s is not None])
         coef, *_ = np.linalg.lstsq(design[usable], measured, rcond=None)
         tilt = (float(coef[0]), float(coef[1]))
         merged = _regrid(planes, table, design[:, :2] @ coef[:2])  # the parallel plane through the start
-    return merged, tilt, None
+    p_value = _tilt_p_value(design[usable], measured)
+    if p_value >= TILT_P_VALUE:
+        return MergedFields(
+            table,
+            None,
+            f"no tilt beyond the fields' own scatter: the best plane, ({tilt[0]:+.2f}, {tilt[1]:+.2f}) um/mm, "
+            f"has p = {p_value:.2f} on a level slide (a tilt needs p < {TILT_P_VALUE:g})",
+            p_value,
+        )
+    return MergedFields(merged, tilt, None, p_value)

@@ -133,7 +133,7 @@ def test_the_sweep_reads_every_plane_and_returns_the_stage(predictor: Predictor)
 
 def test_a_tilted_slide_is_fitted_and_gives_the_level_slides_curve(predictor: Predictor) -> None:
     """Nine fields on a slide tilted 2 um/mm in X and -1 um/mm in Y: each field is read against its
-    own focus, so the curve is the one the same fields give on a level slide."""
+    own focus, so the curve is the one the same fields give on a level slide, where no tilt is found."""
     curves: dict[tuple[float, float], FocusCalibration] = {}
     for tilt in ((0.0, 0.0), (2.0, -1.0)):
         scope = open_scope(seed=11, specimen="cells", frame_shape=(504, 672), tilt_um_per_mm=tilt)
@@ -149,11 +149,11 @@ def test_a_tilted_slide_is_fitted_and_gives_the_level_slides_curve(predictor: Pr
         )
     level, tilted = curves[(0.0, 0.0)], curves[(2.0, -1.0)]
     assert level.fields == tilted.fields == DEFAULT_FIELDS
-    assert level.tilt_um_per_mm == pytest.approx((0.0, 0.0), abs=0.3)
+    assert level.tilt_um_per_mm is None  # the fields' scatter, not a tilt: read as measured
     assert tilted.tilt_um_per_mm == pytest.approx((2.0, -1.0), abs=0.4)
     near_focus = np.arange(-1.0, 2.01, 0.5)
     gap = np.interp(near_focus, tilted.z_um, tilted.reading_um) - np.interp(near_focus, level.z_um, level.reading_um)
-    assert np.max(np.abs(gap)) <= 0.25
+    assert np.max(np.abs(gap)) <= 0.3  # read as measured, the tilted fields' curve is up to 1.7 um off here
     assert FocusCalibration.from_dict(json.loads(json.dumps(tilted.to_dict()))) == tilted  # the tilt is kept
 
 
