@@ -21,8 +21,8 @@ commands pick by default (a grid 500 um apart around the focused start) instead 
 Cost control (one run must stay under ~15 min on 2 busy cores): fields come from a pool of
 ``--fields`` positions per specimen so the simulator's specimen cache is reused; the bulk of
 the trials use a centred ``--frame`` ROI (default 896x672 = 4x3 tiles); ``--full-frame-trials``
-more trials use the full 2592x1944 sensor; ``--time-budget-s`` ends the run early (the JSON
-says how many trials ran).
+more trials use the full 2592x1944 sensor (run first, within 30 % of the budget, or all of it
+with ``--trials 0``); ``--time-budget-s`` ends the run early (the JSON says how many trials ran).
 
     .venv/bin/python benchmarks/bench_closed_loop.py [--trials 500] [--zscan-trials 40] ...
 """
@@ -377,7 +377,8 @@ def main() -> int:
         specimens=specimens,
         fields=args.fields,
         seed=args.seed + 1,
-        deadline=t0 + 0.3 * args.time_budget_s,  # full frames: few and expensive, at most 30 % of the budget
+        # full frames: few and expensive, at most 30 % of the budget beside ROI trials, all of it alone
+        deadline=t0 + (0.3 if args.trials else 1.0) * args.time_budget_s,
         backlash_um=args.backlash_um,
         focus_offset_um=focus_offset_um,
         curves=curves,
