@@ -320,6 +320,9 @@ def test_cli_calibrate_then_focus_through_the_file(tmp_path: Path, capsys: pytes
     move = record["moves"][0]
     # direction +1 in the simulator's default configuration: the move is the calibrated defocus minus the aim
     assert move["to_z_um"] - move["from_z_um"] == pytest.approx(cal.defocus_um(first["defocus_um"]) - 1.5, abs=1e-6)
+    # as a table: two fields are too few to fit a tilt, and it says that none was applied
+    assert main([*args, *SIM]) == 0
+    assert "no slide tilt applied: the fields were read as on a level slide" in capsys.readouterr().out
 
 
 def test_cli_calibrate_sweeps_a_grid_of_fields_by_default_and_fits_the_tilt(

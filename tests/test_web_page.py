@@ -47,7 +47,10 @@ pytestmark = [
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     tmp = tmp_path_factory.mktemp("page")
-    settings = make_test_settings(tmp, KEY, sim_frame_width=672, sim_frame_height=504, stream_fps=4)
+    # a slide tilted 2 um/mm in X, so that the calibration fits (and the page shows) a tilt
+    settings = make_test_settings(
+        tmp, KEY, sim_frame_width=672, sim_frame_height=504, stream_fps=4, sim_tilt_x_um_per_mm=2.0
+    )
     with serve_in_thread(create_app(settings)) as url:
         yield url
 

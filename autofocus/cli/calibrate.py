@@ -80,5 +80,7 @@ def run(args: argparse.Namespace) -> int:
         if cal.tilt_um_per_mm is not None:
             tx, ty = cal.tilt_um_per_mm
             print(f"  slide tilt fitted over the fields: defocus {tx:+.2f} um per mm of X, {ty:+.2f} um per mm of Y")
+        elif cal.fields > 1:
+            print("  no slide tilt applied: the fields were read as on a level slide (-v logs why)")
         print(f"  use it with: autofocus focus --calibration {args.out} --aim-um {CALIBRATED_AIM_UM:g}")
     return 0
