@@ -167,9 +167,9 @@ def _layout_problem(offsets_um: np.ndarray) -> str | None:
     return None
 
 
-def _tilt_p_value(design: np.ndarray, shifts: np.ndarray) -> float:
-    """F-test of the plane (3 coefficients) against one common shift: p of a fit this good on a level slide."""
-    coef, *_ = np.linalg.lstsq(design, shifts, rcond=None)
+def _tilt_p_value(design: np.ndarray, shifts: np.ndarray, coef: np.ndarray) -> float:
+    """F-test of the fitted plane ``coef`` (3 coefficients) against one common shift: p of a fit this
+    good on a level slide."""
     rss_plane = float(np.sum((shifts - design @ coef) ** 2))
     rss_level = float(np.sum((shifts - shifts.mean()) ** 2))
     dof = len(shifts) - design.shape[1]
@@ -216,7 +216,7 @@ def merge_fields(planes: np.ndarray, table: np.ndarray, offsets_um: np.ndarray |
         coef, *_ = np.linalg.lstsq(design[usable], measured, rcond=None)
         tilt = (float(coef[0]), float(coef[1]))
         merged = _regrid(planes, table, design[:, :2] @ coef[:2])  # the parallel plane through the start
-    p_value = _tilt_p_value(design[usable], measured)
+    p_value = _tilt_p_value(design[usable], measured, coef)
     if p_value >= TILT_P_VALUE:
         return MergedFields(
             table,
