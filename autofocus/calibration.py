@@ -21,6 +21,14 @@ Planes whose fitted readings are equal (the model cannot tell them apart) map to
 their run; readings beyond the measured ends extend with slope 1 (the model's nominal scale).
 The routines and the focus lock use it in place of ``focus_offset_um`` (never both at once).
 
+With ``MIN_BRIGHTNESS_FIELDS`` (5) or more fields the sweep also fits how each plane's reading
+changes with a field's mean brightness (how much light the specimen in view takes out,
+``autofocus.brightness``): the curve is then the median of the readings corrected to the fields'
+mean brightness, and ``defocus_um(reading, brightness)`` corrects a reading the same way before
+inverting it.
+On the simulator's unstained cells this takes out most of the field-to-field bias where a verify
+frame lands (+1.5..+2.5 um; ``docs/autofocus.md``).
+
 Files are JSON (``save`` writes atomically; ``load`` checks the format and every field).
 """
 
@@ -39,6 +47,7 @@ from typing import Any
 import numpy as np
 
 from autofocus.acquire import default_z_offsets, grid_positions
+from autofocus.brightness import fit_brightness_slopes
 from autofocus.calibration_fields import median_curve, merge_fields, non_decreasing
 from autofocus.calibration_settings import DEFAULT_RANGE_UM, MAX_RANGE_UM
 from autofocus.cancel import CancelToken
@@ -48,11 +57,19 @@ from drivers.base import Camera, FocusStage, XYStage
 from drivers.errors import LimitError, UnreliableEstimateError
 from models.zstack import atomic_write_bytes
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "FocusCalibration", "measure_calibration", "nearest_fields"]
+__all__ = [
+    "FORMAT",
+    "FORMAT_VERSION",
+    "FocusCalibration",
+    "calibration_from_table",
+    "measure_calibration",
+    "nearest_fields",
+]
 
 FORMAT = "ldse-focus-calibration"
-FORMAT_VERSION = 2  # 2 added tilt_um_per_mm; version 1 files still load
-READABLE_VERSIONS = (1, 2)
+FORMAT_VERSION = 3  # 2 added tilt_um_per_mm, 3 the brightness correction; older files still load
+READABLE_VERSIONS = (1, 2, 3)
+BRIGHTNESS_KEYS = ("brightness_slope_um", "brightness_mean", "brightness_range")
 MIN_SPAN_UM = 0.5  # a curve whose fitted readings span less than this cannot be inverted usefully
 
 Progress = Callable[[dict[str, Any]], None]
@@ -65,7 +82,7 @@ class FocusCalibration:
 
     z_um: list[float]  # defocus of each plane relative to the focus set when measuring, increasing
     reading_um: list[float]  # median reading of the reliable frames at that plane
-    spread_um: list[float]  # standard deviation of those readings (0 with one field)
+    spread_um: list[float]  # standard deviation of those readings, brightness-corrected where fitted (0 with one field)
     fields: int  # fields of view the sweep visited
     source: str = ""  # the model that was read (a checkpoint path or name)
     created_at: str = ""
@@ -73,6 +90,11 @@ class FocusCalibration:
     # defocus sign, so opposite to the focal surface's slope in stage Z where direction is -1);
     # None: one field, or fields that could not pin a plane (read as measured, a level slide assumed)
     tilt_um_per_mm: tuple[float, float] | None = None
+    # reading change (um) per unit of brightness at each plane, the fields' mean brightness and
+    # its range (autofocus.brightness); all None: no correction (fewer than 5 fields, or an older file)
+    brightness_slope_um: list[float] | None = None
+    brightness_mean: float | None = None
+    brightness_range: tuple[float, float] | None = None
     _knot_reading: np.ndarray = field(init=False, repr=False, compare=False)
     _knot_z: np.ndarray = field(init=False, repr=False, compare=False)
 
@@ -103,6 +125,7 @@ class FocusCalibration:
             ):
                 raise ValueError(f"tilt_um_per_mm must be two finite numbers or null, got {tilt!r}")
             self.tilt_um_per_mm = (float(tilt[0]), float(tilt[1]))
+        self._check_brightness(z.size)
         fitted = non_decreasing(r)
         if fitted[-1] - fitted[0] < MIN_SPAN_UM:
             raise ValueError(
@@ -117,14 +140,57 @@ class FocusCalibration:
         self._knot_z = np.array([z[a:b].mean() for a, b in zip(starts, ends, strict=True)])
         self.z_um, self.reading_um, self.spread_um = z.tolist(), r.tolist(), s.tolist()
 
-    def defocus_um(self, reading_um: float) -> float:
-        """The defocus (relative to the calibrated focus) at which the model gives ``reading_um``."""
+    def _check_brightness(self, planes: int) -> None:
+        """The three brightness-correction fields: all None, or a slope per plane, a mean and a range."""
+        values = (self.brightness_slope_um, self.brightness_mean, self.brightness_range)
+        if all(v is None for v in values):
+            return
+        if any(v is None for v in values):
+            raise ValueError(f"{', '.join(BRIGHTNESS_KEYS)} must be given together (or all be null)")
+        slope = np.asarray(self.brightness_slope_um, dtype=float)
+        lo_hi = np.asarray(self.brightness_range, dtype=float)
+        mean = self.brightness_mean
+        if slope.shape != (planes,) or not np.all(np.isfinite(slope)):
+            raise ValueError(f"brightness_slope_um must be {planes} finite numbers, one per plane, got {slope.shape}")
+        if not (
+            lo_hi.shape == (2,)
+            and isinstance(mean, int | float)
+            and not isinstance(mean, bool)
+            and 0.0 <= lo_hi[0] <= float(mean) <= lo_hi[1] <= 1.0
+        ):
+            raise ValueError(
+                "brightness_range must be [lo, hi] and brightness_mean a number with "
+                f"0 <= lo <= mean <= hi <= 1, got {self.brightness_range!r} and {mean!r}"
+            )
+        self.brightness_slope_um = slope.tolist()
+        self.brightness_mean = float(mean)
+        self.brightness_range = (float(lo_hi[0]), float(lo_hi[1]))
+
+    def _invert(self, reading_um: float) -> float:
         kr, kz = self._knot_reading, self._knot_z
         if reading_um <= kr[0]:
             return float(kz[0] + (reading_um - kr[0]))
         if reading_um >= kr[-1]:
             return float(kz[-1] + (reading_um - kr[-1]))
         return float(np.interp(reading_um, kr, kz))
+
+    def defocus_um(self, reading_um: float, brightness: float | None = None) -> float:
+        """The defocus (relative to the calibrated focus) at which the model gives ``reading_um``.
+
+        With a ``brightness`` (``Prediction.brightness``) and a calibration that fitted the
+        correction, the reading is first moved to what a field of the calibrated fields' mean
+        brightness would read, at the plane the reading points to (found in two passes). The
+        brightness is held to the calibrated range widened by its own width on each side.
+        """
+        z = self._invert(reading_um)
+        if brightness is None or self.brightness_slope_um is None:
+            return z
+        assert self.brightness_mean is not None and self.brightness_range is not None
+        lo, hi = self.brightness_range
+        offset = float(np.clip(brightness, 2 * lo - hi, 2 * hi - lo)) - self.brightness_mean
+        for _ in range(2):
+            z = self._invert(reading_um - float(np.interp(z, self.z_um, self.brightness_slope_um)) * offset)
+        return z
 
     @property
     def reading_at_focus_um(self) -> float:
@@ -141,6 +207,7 @@ class FocusCalibration:
             "fields": self.fields,
             "reading_at_focus_um": round(self.reading_at_focus_um, 3),
             "tilt_um_per_mm": None if self.tilt_um_per_mm is None else [round(v, 3) for v in self.tilt_um_per_mm],
+            "brightness_correction": self.brightness_slope_um is not None,
             "source": self.source,
             "created_at": self.created_at,
         }
@@ -154,6 +221,9 @@ class FocusCalibration:
             "spread_um": self.spread_um,
             "fields": self.fields,
             "tilt_um_per_mm": None if self.tilt_um_per_mm is None else list(self.tilt_um_per_mm),
+            "brightness_slope_um": self.brightness_slope_um,
+            "brightness_mean": self.brightness_mean,
+            "brightness_range": None if self.brightness_range is None else list(self.brightness_range),
             "source": self.source,
             "created_at": self.created_at,
         }
@@ -181,6 +251,7 @@ class FocusCalibration:
                 "spread_um",
                 "fields",
                 "tilt_um_per_mm",
+                *BRIGHTNESS_KEYS,
                 "source",
                 "created_at",
             }
@@ -190,9 +261,15 @@ class FocusCalibration:
         tilt = data.get("tilt_um_per_mm")
         if tilt is not None and data["format_version"] < 2:
             raise ValueError(f"{where}: tilt_um_per_mm needs format_version 2 (the file says 1)")
+        given = [k for k in BRIGHTNESS_KEYS if data.get(k) is not None]
+        if given and data["format_version"] < 3:
+            raise ValueError(
+                f"{where}: {', '.join(given)} need(s) format_version 3 (the file says {data['format_version']})"
+            )
         not_lists = [k for k in ("z_um", "reading_um", "spread_um") if not isinstance(data[k], list)]
-        if tilt is not None and not isinstance(tilt, list):
-            not_lists.append("tilt_um_per_mm")
+        for key in ("tilt_um_per_mm", "brightness_slope_um", "brightness_range"):
+            if data.get(key) is not None and not isinstance(data[key], list):
+                not_lists.append(key)
         if not_lists:
             raise ValueError(f"{where}: {', '.join(not_lists)} must be lists of numbers")
         try:
@@ -202,6 +279,9 @@ class FocusCalibration:
                 spread_um=[float(v) for v in data["spread_um"]],
                 fields=data["fields"],
                 tilt_um_per_mm=tilt,  # checked in __post_init__
+                brightness_slope_um=data.get("brightness_slope_um"),
+                brightness_mean=data.get("brightness_mean"),
+                brightness_range=data.get("brightness_range"),
                 source=str(data.get("source", "")),
                 created_at=str(data.get("created_at", "")),
             )
@@ -258,6 +338,7 @@ def measure_calibration(
     positions: Sequence[tuple[float, float]] | None = None,
     min_confidence: float = 0.3,
     bit_depth: int | None = None,
+    brightness_correction: bool = True,
     source: str = "",
     cancel: CancelToken | None = None,
     progress: Progress | None = None,
@@ -271,7 +352,9 @@ def measure_calibration(
     against its own focus on that plane (``autofocus.calibration_fields``; the result's
     ``tilt_um_per_mm``) when the plane explains the fields' focus beyond their scatter (else the
     slide is read as level, ``tilt_um_per_mm`` None); fewer fields, or a sweep of fewer than 11
-    planes, must lie in one focal plane (a level slide).
+    planes, must lie in one focal plane (a level slide). With ``MIN_BRIGHTNESS_FIELDS`` (5) or more
+    fields the brightness correction is fitted too (``calibration_from_table``), unless
+    ``brightness_correction`` is False.
 
     The sweep's Z range and every position are checked against the soft limits before the first
     move (``LimitError``: nothing moved); Z moves longer than ``max_step_um`` are split into legs.
@@ -315,6 +398,7 @@ def measure_calibration(
         move_in_legs(stage, target)
 
     table = np.full((len(fields), planes.size), np.nan)  # field x plane, NaN where unreliable
+    seen: list[list[float]] = [[] for _ in fields]  # each field's frame brightness
     column = {float(d): j for j, d in enumerate(planes)}
     done = 0
     try:
@@ -330,6 +414,8 @@ def measure_calibration(
                 frame = camera.snap()
                 pred = predictor.predict(frame, bit_depth=frame_bit_depth(frame, camera, bit_depth))
                 d = z_of[float(target)]
+                if pred.brightness is not None:
+                    seen[i].append(float(pred.brightness))
                 ok = is_reliable(pred, min_confidence)
                 if ok:
                     table[i, column[d]] = float(pred.defocus_um)
@@ -365,19 +451,51 @@ def measure_calibration(
         log.info("slide read as level (%s)", unfit)
     elif unfit is not None and len(fields) > 1:
         log.warning("slide tilt not fitted (%s): the %d fields are read as on a level slide", unfit, len(fields))
-    curve = median_curve(merged)
-    kept = [j for j in range(planes.size) if not np.isnan(curve[j])]
-    if len(kept) < 3 or not (planes[kept[0]] <= 0.0 <= planes[kept[-1]]):
+    brightness = np.array([np.mean(b) for b in seen]) if brightness_correction and all(seen) else None
+    return calibration_from_table(planes, merged, brightness, tilt_um_per_mm=tilt, source=source)
+
+
+def calibration_from_table(
+    planes: np.ndarray,
+    table: np.ndarray,
+    brightness: np.ndarray | None = None,
+    *,
+    tilt_um_per_mm: tuple[float, float] | None = None,
+    source: str = "",
+) -> FocusCalibration:
+    """The calibration of a sweep's readings ``table`` (fields x ``planes``, NaN where unreliable;
+    each field already on its own focus, ``merge_fields``).
+
+    Keeps the planes that at least half of the fields read. ``brightness`` (one per field)
+    fits the brightness correction where there are enough fields (``autofocus.brightness``); the
+    curve is then the per-plane median of the readings corrected to the fields' mean brightness.
+    ``UnreliableEstimateError`` when fewer than 3 planes, or none on one side of focus, are kept.
+    """
+    planes = np.asarray(planes, dtype=float)
+    kept = np.flatnonzero(~np.isnan(median_curve(table)))
+    if kept.size < 3 or not (planes[kept[0]] <= 0.0 <= planes[kept[-1]]):
         raise UnreliableEstimateError(
-            f"only {len(kept)} of {len(planes)} planes gave reliable readings on at least half of the fields "
+            f"only {kept.size} of {planes.size} planes gave reliable readings on at least half of the fields "
             "(at least 3, on both sides of focus, are needed): calibrate on fields with more specimen in view"
         )
+    table = table[:, kept]
+    slopes = None if brightness is None else fit_brightness_slopes(table, brightness)
+    correction: dict[str, Any] = {}
+    if slopes is not None and brightness is not None:
+        mean = float(np.mean(brightness))
+        table = table - slopes[None, :] * (np.asarray(brightness, dtype=float)[:, None] - mean)
+        correction = {
+            "brightness_slope_um": slopes.tolist(),
+            "brightness_mean": mean,
+            "brightness_range": (float(np.min(brightness)), float(np.max(brightness))),
+        }
     return FocusCalibration(
-        z_um=[float(planes[j]) for j in kept],
-        reading_um=[float(curve[j]) for j in kept],
-        spread_um=[float(np.nanstd(merged[:, j])) for j in kept],
-        fields=len(fields),
-        tilt_um_per_mm=tilt,
+        z_um=planes[kept].tolist(),
+        reading_um=median_curve(table).tolist(),
+        spread_um=np.nanstd(table, axis=0).tolist(),
+        fields=int(table.shape[0]),
+        tilt_um_per_mm=tilt_um_per_mm,
         source=source,
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        **correction,
     )

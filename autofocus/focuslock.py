@@ -199,7 +199,7 @@ class FocusLock:
                 self.state = "running"
                 self.reason = f"resumed after {self._reliable_run} reliable estimates"
             if self.calibration is not None:
-                error_um = self.calibration.defocus_um(pred.defocus_um)
+                error_um = self.calibration.defocus_um(pred.defocus_um, pred.brightness)
             else:
                 error_um = pred.defocus_um - o.focus_offset_um
             if self.state == "running" and abs(error_um) > o.dead_band_um:

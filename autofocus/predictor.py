@@ -63,6 +63,7 @@ from typing import Any, Literal
 import numpy as np
 
 from autofocus.aggregation import AGGREGATES, DEFAULT_AGGREGATE, aggregate_estimates
+from autofocus.brightness import mean_brightness
 from models.errors import ModelInputError
 from models.tiles import blank_mask, extract_tiles, tile_grid, to_unit_float
 
@@ -125,6 +126,9 @@ class Prediction:
     tiles_examined: int | None = None  # tiles the discriminant looked at (< tiles_total only with max_tiles)
     model: str = "wide"  # "near" when the near-focus model's estimates replaced the wide model's
     wide_defocus_um: float | None = None  # the wide model's aggregate, which chose the model
+    # the frame's mean intensity, 0..1 of full scale (autofocus.brightness): a calibration over
+    # several fields uses it to take out the part of a field's reading bias that follows it
+    brightness: float | None = None
 
     @property
     def is_blank(self) -> bool:
@@ -148,6 +152,7 @@ class Prediction:
             "tiles_examined": self.tiles_examined,
             "model": self.model,
             "wide_defocus_um": self.wide_defocus_um,
+            "brightness": self.brightness,
         }
 
 
@@ -546,6 +551,8 @@ class Predictor:
             for row in region_values
         ]
         t4 = time.perf_counter()
+        frame_brightness = mean_brightness(frame, bit_depth)
+        t5 = time.perf_counter()
         return Prediction(
             defocus_um=defocus,
             confidence=confidence,
@@ -560,13 +567,15 @@ class Predictor:
             tiles_examined=examined,
             model=model,
             wide_defocus_um=wide_defocus,
+            brightness=frame_brightness,
             timings_ms={
                 "tiling": (t2 - t0 - t_blank) * 1e3,
                 "blank_filter": t_blank * 1e3,
                 "inference": (t3 - t2 - t_near) * 1e3,
                 "near_inference": t_near * 1e3,
                 "aggregation": (t4 - t3) * 1e3,
-                "total": (t4 - t0) * 1e3,
+                "brightness": (t5 - t4) * 1e3,
+                "total": (t5 - t0) * 1e3,
             },
         )
 

@@ -302,11 +302,12 @@ class _Run:
         entry = {
             "z_um": z,
             "defocus_um": pred.defocus_um,  # the model's reading
-            "focus_error_um": self.focus_error(pred.defocus_um) if pred.defocus_um is not None else None,
+            "focus_error_um": self.focus_error(pred) if pred.defocus_um is not None else None,
             "confidence": float(pred.confidence),
             "tiles_used": int(pred.tiles_used),
             "tiles_total": int(pred.tiles_total),
             "model": pred.model,  # "near" when the near-focus model read the frame
+            "brightness": pred.brightness,  # what a calibration's brightness correction reads
         }
         self.record.estimates.append(entry)
         self.record.estimate_um = pred.defocus_um
@@ -362,15 +363,16 @@ class _Run:
         for i, point in enumerate(path):
             self._leg(point, reason if i == len(path) - 1 else f"{reason} (approach overshoot)")
 
-    def focus_error(self, reading_um: float) -> float:
-        """Defocus from the wanted focus: through the calibration, else ``reading - focus_offset_um``."""
+    def focus_error(self, pred: Any) -> float:
+        """Defocus from the wanted focus of a prediction with a reading: through the calibration (with
+        the frame's brightness), else ``reading - focus_offset_um``."""
         if self.calibration is not None:
-            return self.calibration.defocus_um(reading_um)
-        return reading_um - self.options.focus_offset_um
+            return self.calibration.defocus_um(pred.defocus_um, pred.brightness)
+        return float(pred.defocus_um) - self.options.focus_offset_um
 
     def correct_estimate(self, pred: Any, reason: str, aim_um: float = 0.0) -> None:
         """Move to where the defocus would be ``aim_um`` (0: focus); no move below ``min_move_um``."""
-        error_um = self.focus_error(pred.defocus_um) - aim_um
+        error_um = self.focus_error(pred) - aim_um
         if abs(error_um) >= self.options.min_move_um:
             self.correct(error_um, reason)
 

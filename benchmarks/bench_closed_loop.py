@@ -148,6 +148,7 @@ def calibrate_curves(
     backlash_um: float,
     layout: str = "random",
     tilt_um_per_mm: tuple[float, float] = (0.0, 0.0),
+    brightness_correction: bool = True,
 ) -> dict[str, FocusCalibration]:
     """What a user does once per microscope and sample type: ``measure_calibration`` on ``fields``
     focused fields (not the trials' fields), one curve per specimen kind. ``layout`` "grid": the
@@ -170,6 +171,7 @@ def calibrate_curves(
             step_um=0.5,
             xy_stage=scope.xy_stage,
             positions=positions,
+            brightness_correction=brightness_correction,
             source=f"{predictor.description} on {kind}",
         )
     return curves
@@ -306,6 +308,11 @@ def main() -> int:
         help="calibration fields anywhere on the slide, or the commands' default grid around the focused start",
     )
     parser.add_argument(
+        "--no-brightness-correction",
+        action="store_true",
+        help="calibrate without the brightness correction (autofocus.brightness; fitted by default with 5+ fields)",
+    )
+    parser.add_argument(
         "--tilt-um-per-mm", default="0,0", help="the slides' tilt TX,TY (um of focus per mm of X and Y travel)"
     )
     parser.add_argument("--aim-um", type=float, default=0.0, help="the first correction's aim (defocus, um)")
@@ -358,12 +365,14 @@ def main() -> int:
             backlash_um=args.backlash_um,
             layout=args.curve_layout,
             tilt_um_per_mm=tilt,
+            brightness_correction=not args.no_brightness_correction,
         )
         for kind, cal in curves.items():
             print(
                 f"calibration curve on {kind}: reads {cal.reading_at_focus_um:+.3f} um at focus; "
                 f"{np.round(cal.reading_um, 2).tolist()} at {cal.z_um[0]:+g}..{cal.z_um[-1]:+g} um; "
-                f"tilt fitted {cal.tilt_um_per_mm} "
+                f"tilt fitted {cal.tilt_um_per_mm}; brightness correction "
+                f"{'over ' + str(cal.brightness_range) if cal.brightness_range else 'none'} "
                 f"({time.monotonic() - t_cal:.0f} s)",
                 flush=True,
             )

@@ -134,6 +134,9 @@ class PredictionOut(BaseModel):
     wide_defocus_um: float | None = Field(
         default=None, description="the first (wide-range) model's reading, which chose the model (um)"
     )
+    brightness: float | None = Field(
+        default=None, description="the frame's mean intensity, 0..1 of full scale (at the camera's bit depth)"
+    )
 
 
 class FocusLockState(BaseModel):

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from sim_scope import open_scope
 
-from autofocus.calibration import FocusCalibration, measure_calibration, nearest_fields
+from autofocus.calibration import FocusCalibration, calibration_from_table, measure_calibration, nearest_fields
 from autofocus.calibration_settings import CALIBRATED_AIM_UM, DEFAULT_FIELDS, DEFAULT_RANGE_UM
 from autofocus.cli import main
 from autofocus.focuslock import FocusLock, FocusLockOptions
@@ -56,6 +56,65 @@ def test_a_non_monotonic_stretch_is_fitted_and_maps_to_the_middle_of_its_run() -
     readings = np.linspace(-3, 3, 61)
     mapped = [cal.defocus_um(r) for r in readings]
     assert np.all(np.diff(mapped) >= 0)  # the inverse is monotonic too
+
+
+def brightness_sweep(fields: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Readings 1.2 z + 0.3 plus a bias that follows each field's brightness at 0..+3 um, as on cells."""
+    rng = np.random.default_rng(seed)
+    planes = np.arange(-4.0, 4.01, 0.5)
+    brightness = rng.uniform(0.78, 0.80, size=fields)
+    slope = np.where((planes >= 0.0) & (planes <= 3.0), 30.0, 0.0)  # 0.6 um of reading across the fields
+    bias = slope[None, :] * (brightness[:, None] - 0.79)
+    table = 1.2 * planes[None, :] + 0.3 + bias + rng.normal(0.0, 0.03, size=(fields, planes.size))
+    return planes, table, brightness
+
+
+def test_the_brightness_correction_takes_out_a_bias_that_follows_the_fields_brightness() -> None:
+    planes, table, brightness = brightness_sweep(9, seed=1)
+    plain = calibration_from_table(planes, table)
+    corrected = calibration_from_table(planes, table, brightness)
+    assert plain.brightness_slope_um is None and corrected.brightness_slope_um is not None
+    assert corrected.brightness_range == (pytest.approx(brightness.min()), pytest.approx(brightness.max()))
+    # other fields of the same slide, read at 0..+3 um
+    _, others, other_brightness = brightness_sweep(40, seed=2)
+    verify = (planes >= 0.0) & (planes <= 3.0)
+    errors = {"plain": [], "corrected": []}
+    for row, b in zip(others, other_brightness, strict=True):
+        for z, reading in zip(planes[verify], row[verify], strict=True):
+            errors["plain"].append(plain.defocus_um(reading, b) - z)  # no correction fitted: b is not used
+            errors["corrected"].append(corrected.defocus_um(reading, b) - z)
+    plain_err, corrected_err = np.abs(errors["plain"]), np.abs(errors["corrected"])
+    assert np.percentile(plain_err, 95) > 0.2  # the fields' brightness bias, unread
+    assert np.percentile(corrected_err, 95) < 0.1 and corrected_err.max() < 0.2
+    # without a brightness the reading is inverted as it is; far outside the calibrated range the
+    # brightness is held to that range widened by its own width
+    lo, hi = corrected.brightness_range
+    reading = 1.2 * 1.5 + 0.3
+    assert corrected.defocus_um(reading) != corrected.defocus_um(reading, hi)
+    assert corrected.defocus_um(reading, 0.95) == pytest.approx(corrected.defocus_um(reading, 2 * hi - lo))
+    assert corrected.defocus_um(reading, 0.05) == pytest.approx(corrected.defocus_um(reading, 2 * lo - hi))
+
+
+def test_the_brightness_correction_is_kept_in_the_file_and_checked(tmp_path: Path) -> None:
+    planes, table, brightness = brightness_sweep(9, seed=1)
+    cal = calibration_from_table(planes, table, brightness, source="bundled")
+    data = cal.to_dict()
+    assert data["format_version"] == 3 and len(data["brightness_slope_um"]) == len(data["z_um"])
+    again = FocusCalibration.load(cal.save(tmp_path / "cal.json"))
+    assert again == cal and again.defocus_um(2.1, 0.785) == cal.defocus_um(2.1, 0.785)
+    # a version 2 file (before the correction) still loads, without one
+    old = {k: v for k, v in data.items() if not k.startswith("brightness_")} | {"format_version": 2}
+    assert FocusCalibration.from_dict(old).brightness_slope_um is None
+    for change, message in [
+        ({"format_version": 2}, "need.s. format_version 3"),
+        ({"brightness_mean": None}, "must be given together"),
+        ({"brightness_slope_um": data["brightness_slope_um"][:-1]}, "one per plane"),
+        ({"brightness_slope_um": "steep"}, "brightness_slope_um must be lists"),
+        ({"brightness_range": [0.8, 0.7]}, "lo <= mean <= hi"),
+        ({"brightness_mean": 0.9}, "lo <= mean <= hi"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            FocusCalibration.from_dict(data | change)
 
 
 @pytest.mark.parametrize(
@@ -146,6 +205,7 @@ def test_a_tilted_slide_is_fitted_and_gives_the_level_slides_curve(predictor: Pr
             range_um=4.0,
             xy_stage=scope.xy_stage,
             positions=nearest_fields((0.0, 0.0), DEFAULT_FIELDS, 500.0),
+            brightness_correction=False,  # the tilt alone: its slopes are fitted per sweep and add their own scatter
         )
     level, tilted = curves[(0.0, 0.0)], curves[(2.0, -1.0)]
     assert level.fields == tilted.fields == DEFAULT_FIELDS
@@ -155,6 +215,46 @@ def test_a_tilted_slide_is_fitted_and_gives_the_level_slides_curve(predictor: Pr
     gap = np.interp(near_focus, tilted.z_um, tilted.reading_um) - np.interp(near_focus, level.z_um, level.reading_um)
     assert np.max(np.abs(gap)) <= 0.3  # read as measured, the tilted fields' curve is up to 1.7 um off here
     assert FocusCalibration.from_dict(json.loads(json.dumps(tilted.to_dict()))) == tilted  # the tilt is kept
+
+
+@pytest.mark.slow
+def test_on_cells_the_brightness_correction_brings_other_fields_verify_readings_closer(predictor: Predictor) -> None:
+    """Nine fields of unstained cells: the sweep fits how the reading follows the fields' brightness,
+    and other fields read at +1.5..+2.5 um (where verify frames land short of the aim) come closer
+    to the truth than through the same sweep's curve without the correction."""
+    scope = open_scope(seed=11, specimen="cells", frame_shape=(672, 896))
+    scope.xy_stage.open()
+    events: list[dict[str, Any]] = []
+    corrected = measure_calibration(
+        scope.camera,
+        scope.focus_stage,
+        predictor,
+        range_um=3.0,
+        xy_stage=scope.xy_stage,
+        positions=nearest_fields((0.0, 0.0), DEFAULT_FIELDS, 500.0),
+        progress=events.append,
+    )
+    assert corrected.brightness_slope_um is not None and corrected.tilt_um_per_mm is None
+    planes = np.array(corrected.z_um)
+    table = np.full((DEFAULT_FIELDS, planes.size), np.nan)
+    for e in events:
+        if e["reliable"]:
+            table[e["field"], int(np.argmin(np.abs(planes - e["defocus_um"])))] = e["reading_um"]
+    plain = calibration_from_table(planes, table)  # the same readings, no correction
+    errors: dict[str, list[float]] = {"plain": [], "corrected": []}
+    rng = np.random.default_rng(3)
+    for x, y in rng.uniform(-4000.0, 4000.0, size=(8, 2)):
+        scope.xy_stage.move_to(float(x), float(y))
+        for defocus in (1.5, 2.0, 2.5):
+            scope.focus_stage.move_to(-scope.focus_stage.direction * defocus)
+            scope.camera.flush()
+            pred = predictor.predict(scope.camera.snap())
+            truth = scope.true_defocus_um()
+            errors["plain"].append(abs(plain.defocus_um(pred.defocus_um) - truth))
+            errors["corrected"].append(abs(corrected.defocus_um(pred.defocus_um, pred.brightness) - truth))
+    plain_err, corrected_err = np.array(errors["plain"]), np.array(errors["corrected"])
+    assert np.median(corrected_err) < 0.8 * np.median(plain_err), (np.median(corrected_err), np.median(plain_err))
+    assert np.percentile(corrected_err, 90) < 0.7 * np.percentile(plain_err, 90)
 
 
 def test_a_sweep_outside_the_soft_limits_moves_nothing(predictor: Predictor) -> None:
@@ -336,6 +436,12 @@ def test_cli_calibrate_sweeps_a_grid_of_fields_by_default_and_fits_the_tilt(
     assert cal.fields == DEFAULT_FIELDS and cal.tilt_um_per_mm is not None
     assert cal.tilt_um_per_mm[0] == pytest.approx(3.0, abs=1.0) and cal.tilt_um_per_mm[1] == pytest.approx(0, abs=1.0)
     assert f"on {DEFAULT_FIELDS} field(s)" in printed and "slide tilt fitted over the fields: defocus +" in printed
+    # the brightness correction is fitted where the fields show one, and the output says so
+    assert (cal.brightness_slope_um is not None) == ("corrected for the fields' mean brightness" in printed)
+    args = ["calibrate", str(path), "--range-um", "2", "--fields", "5", "--no-brightness-correction", *SIM]
+    assert main(args) == 0
+    assert FocusCalibration.load(path).brightness_slope_um is None
+    assert "mean brightness" not in capsys.readouterr().out
 
 
 def test_cli_calibrate_and_focus_refuse_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -114,6 +114,8 @@ def test_half_blank_frame_uses_only_busy_tiles(predictor: Predictor, network) ->
                 assert pred.region_map[r][c] is None
     d = pred.to_dict()
     assert d["tiles_used"] == len(used) and len(d["tiles"]) == 6 and d["runtime"] == "torch"
+    # the frame's mean brightness, for a calibration's brightness correction: the whole frame, blank half too
+    assert d["brightness"] == pred.brightness == pytest.approx(frame.mean() / 255.0, abs=0.005)
 
 
 @pytest.mark.parametrize("method", ["mean", "median", "trimmed"])

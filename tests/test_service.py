@@ -394,7 +394,7 @@ def test_predict_an_uploaded_image(client: TestClient) -> None:
     assert r.status_code == 200, r.text
     p = r.json()
     assert p["frame_shape"] == [448, 448] and p["tiles_total"] == 4 and len(p["tiles"]) == 4
-    assert 0.0 <= p["confidence"] <= 1.0
+    assert 0.0 <= p["confidence"] <= 1.0 and 0.0 < p["brightness"] < 1.0
     assert len(p["region_map"]) == 3
     # near_model "auto": the near-focus model reads the frame exactly when the wide reading is in -2..+6 um
     assert p["model"] == ("near" if -2.0 <= p["wide_defocus_um"] <= 6.0 else "wide")

@@ -22,6 +22,13 @@ LINEAR = FocusCalibration(
 ).to_dict()
 
 
+BRIGHTNESS = {
+    "brightness_slope_um": [0.0, 0.0, 20.0, 30.0, 0.0],
+    "brightness_mean": 0.8,
+    "brightness_range": [0.78, 0.81],
+}
+
+
 @pytest.fixture(scope="module")
 def tmp(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("svc-cal")
@@ -44,6 +51,13 @@ def test_store_read_and_drop_a_calibration(client: TestClient, tmp: Path) -> Non
     assert client.get("/status").json()["calibration"]["reading_at_focus_um"] == 0.5
     dropped = client.delete("/calibration", headers=AUTH).json()
     assert dropped["active"] is False and not (tmp / "calibration.json").exists()
+    # a calibration with the brightness correction (format version 3) is stored as it came
+    corrected = {**LINEAR, "format_version": 3, **BRIGHTNESS}
+    stored = client.put("/calibration", json=corrected, headers=AUTH)
+    assert stored.status_code == 200, stored.text
+    assert stored.json()["summary"]["brightness_correction"] is True
+    assert FocusCalibration.load(tmp / "calibration.json") == FocusCalibration.from_dict(corrected)
+    client.delete("/calibration", headers=AUTH)
 
 
 @pytest.mark.parametrize(
@@ -59,6 +73,9 @@ def test_store_read_and_drop_a_calibration(client: TestClient, tmp: Path) -> Non
         ({"tilt_um_per_mm": [True, 0.5]}, "tilt_um_per_mm"),
         ({"tilt_um_per_mm": [1.0]}, "tilt_um_per_mm"),
         ({"format_version": 1, "tilt_um_per_mm": [1.0, 0.5]}, "needs format_version 2"),
+        ({"format_version": 2, **BRIGHTNESS}, "need(s) format_version 3"),
+        ({"format_version": 3, **BRIGHTNESS, "brightness_mean": None}, "must be given together"),
+        ({"format_version": 3, **BRIGHTNESS, "brightness_range": [0.8]}, "brightness_range"),
     ],
 )
 def test_a_bad_calibration_is_refused_and_the_old_one_kept(
@@ -83,13 +100,15 @@ def test_measure_then_autofocus_and_lock_read_through_it(client: TestClient) -> 
     assert cal.z_um == [-2.0, -1.0, 0.0, 1.0, 2.0] and job["result"]["summary"] == cal.summary()
     # the default: a 3 x 3 grid of fields where there is an XY stage (5 planes are too few to fit a tilt)
     assert job["params"]["fields"] == cal.fields == DEFAULT_FIELDS and cal.tilt_um_per_mm is None
+    assert job["params"]["brightness_correction"] is True
 
     options = {"min_confidence": 0.0, "min_move_um": 0.0, "approach": "none", "aim_um": 1.0}
     r = client.post("/autofocus", json={"routine": "oneshot", "options": options}, headers=AUTH)
     job = wait_job(client, r.json()["id"])
     assert job["params"]["calibration"] == cal.summary() and job["result"]["calibration"] == cal.summary()
     for estimate in job["result"]["estimates"]:
-        assert estimate["focus_error_um"] == pytest.approx(cal.defocus_um(estimate["defocus_um"]))
+        expected = cal.defocus_um(estimate["defocus_um"], estimate["brightness"])
+        assert 0.0 < estimate["brightness"] < 1.0 and estimate["focus_error_um"] == pytest.approx(expected)
 
     # an offset and the calibration cannot both hold the focus
     with_offset = {"routine": "oneshot", "options": {"focus_offset_um": 0.5}}
@@ -146,4 +165,16 @@ def test_the_calibration_cannot_be_replaced_while_one_is_measured(client: TestCl
         client.delete(f"/jobs/{job_id}", headers=AUTH)
         job = wait_job(client, job_id)
     assert job["status"] == "cancelled"
+    client.delete("/calibration", headers=AUTH)
+
+
+def test_a_measure_without_the_brightness_correction_fits_none(client: TestClient) -> None:
+    body = {"range_um": 1.0, "step_um": 1.0, "fields": 5, "min_confidence": 0.0, "brightness_correction": False}
+    job = wait_job(client, client.post("/calibration/measure", json=body, headers=AUTH).json()["id"])
+    assert job["status"] == "succeeded", job
+    assert job["params"]["brightness_correction"] is False
+    assert job["result"]["summary"]["brightness_correction"] is False
+    assert client.get("/calibration").json()["calibration"]["brightness_slope_um"] is None
+    bad = client.post("/calibration/measure", json={**body, "brightness_correction": "maybe"}, headers=AUTH)
+    assert "brightness_correction" in json.dumps(assert_problem(bad, 422))
     client.delete("/calibration", headers=AUTH)

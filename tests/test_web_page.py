@@ -206,6 +206,8 @@ def test_calibrate_aim_and_drop_from_the_page(server: str, browser: Any) -> None
     assert stored["summary"]["z_range_um"] == [-DEFAULT_RANGE_UM, DEFAULT_RANGE_UM]  # the service's default sweep
     assert stored["summary"]["fields"] == DEFAULT_FIELDS and stored["summary"]["tilt_um_per_mm"] is not None
     assert "slide tilt" in page.text_content("#cal-text")
+    shown = "corrected for each field's brightness" in page.text_content("#cal-text")
+    assert shown == stored["summary"]["brightness_correction"]
     assert page.is_disabled("#focus-offset")  # the calibration holds the focus now
     assert page.input_value("#aim") == str(int(CALIBRATED_AIM_UM))  # the aim measured best with a calibration
     # a one-shot with the first move aimed 1 um beyond focus runs through the calibration

@@ -36,6 +36,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--field-spacing-um", type=float, default=500.0, help="grid spacing of the fields (um)")
     parser.add_argument("--min-confidence", type=float, default=0.3, help="frames below this confidence are ignored")
+    parser.add_argument(
+        "--no-brightness-correction",
+        action="store_true",
+        help="do not fit how the reading changes with the fields' mean brightness (fitted by default with 5+ fields)",
+    )
     # give the same model options (--aggregate, --max-tiles) as the routines will use
     add_predictor_arguments(parser)
     parser.add_argument("--json", action="store_true", help="print the calibration as JSON")
@@ -67,6 +72,7 @@ def run(args: argparse.Namespace) -> int:
             xy_stage=hw.xy_stage,
             positions=positions,
             min_confidence=args.min_confidence,
+            brightness_correction=not args.no_brightness_correction,
             source=predictor.description,
         )
     cal.save(args.out)
@@ -82,5 +88,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"  slide tilt fitted over the fields: defocus {tx:+.2f} um per mm of X, {ty:+.2f} um per mm of Y")
         elif cal.fields > 1:
             print("  no slide tilt applied: the fields were read as on a level slide (-v logs why)")
+        if cal.brightness_range is not None:
+            lo, hi = cal.brightness_range
+            print(f"  readings corrected for the fields' mean brightness ({lo:.3f}..{hi:.3f} of full scale)")
         print(f"  use it with: autofocus focus --calibration {args.out} --aim-um {CALIBRATED_AIM_UM:g}")
     return 0

@@ -41,7 +41,7 @@ class CalibrationIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     format: Literal["ldse-focus-calibration"] = Field(description=f"always {FORMAT!r}")
-    format_version: Literal[1, 2] = Field(description=f"{FORMAT_VERSION} (files of version 1 are read too)")
+    format_version: Literal[1, 2, 3] = Field(description=f"{FORMAT_VERSION} (files of versions 1 and 2 are read too)")
     z_um: list[float] = Field(description="defocus of each plane relative to the calibrated focus, increasing")
     reading_um: list[float] = Field(description="median model reading at each plane")
     spread_um: list[float] = Field(description="standard deviation of the readings at each plane")
@@ -51,6 +51,16 @@ class CalibrationIn(BaseModel):
         min_length=2,
         max_length=2,
         description="defocus change per mm of X and Y travel fitted over the fields (null: not fitted)",
+    )
+    brightness_slope_um: list[float] | None = Field(
+        default=None,
+        description="reading change (um) per unit of brightness at each plane (null: no brightness correction)",
+    )
+    brightness_mean: float | None = Field(
+        default=None, description="the calibrated fields' mean brightness (0..1 of full scale)"
+    )
+    brightness_range: list[float] | None = Field(
+        default=None, min_length=2, max_length=2, description="the calibrated fields' lowest and highest brightness"
     )
     source: str = Field(default="", description="the model that was read")
     created_at: str = Field(default="")
@@ -78,6 +88,10 @@ class MeasureCalibrationRequest(BaseModel):
     )
     field_spacing_um: float = Field(default=500.0, gt=0, description="grid spacing of the fields (um)")
     min_confidence: float = Field(default=0.3, ge=0, le=1, description="frames below this confidence are ignored")
+    brightness_correction: bool = Field(
+        default=True,
+        description="with 5 or more fields, fit how the reading changes with the fields' brightness and correct it",
+    )
 
 
 def _out(state: ServiceState) -> dict[str, Any]:
@@ -176,6 +190,7 @@ def measure(request: MeasureCalibrationRequest, response: Response, state: State
             xy_stage=xy_stage,
             positions=positions,
             min_confidence=request.min_confidence,
+            brightness_correction=request.brightness_correction,
             source=state.predictor.description,
             cancel=job.cancel_token,
             progress=lambda message: job.report(finite(message)),
