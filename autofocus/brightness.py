@@ -20,11 +20,15 @@ after changing them.
 ``fit_brightness_slopes`` fits the slope (reading um per unit of brightness) at each plane by
 least squares over the fields, pooling each plane with its neighbours (three planes), since nine
 fields alone pin a slope loosely, and keeps it only where a t-test says it is beyond the
-readings' scatter (p < 0.05). On stained tissue the reading follows brightness only in places
-(below focus), and an unneeded slope adds its own error to every reading: about the scatter over
-the square root of the points pooled. ``FocusCalibration.defocus_um`` holds a frame's brightness
-to the calibrated fields' range widened by its own width on each side: a field unlike all of them
-is corrected as the most extreme one allowed, not extrapolated without bound.
+readings' scatter (p < 0.05): on stained tissue the reading follows brightness only in places,
+and an unneeded slope adds its own error to every reading (about the scatter over the square
+root of the points pooled). A calibration fits slopes only on the planes of ``FIT_WINDOW_UM``
+(-2..+3 um), where verify frames land and the focus lock reads: far from focus, slopes fitted
+on the wide model's widely spread readings of tissue moved first moves past the aim.
+``FocusCalibration.defocus_um`` holds a frame's brightness to the calibrated fields' range
+widened by its own width on each side, and a correction to +-``MAX_CORRECTION_UM`` (0.5 um of
+reading, ``correction_um``): a field unlike all of them is
+corrected as the most extreme one allowed, not extrapolated without bound.
 """
 
 from __future__ import annotations
@@ -32,10 +36,28 @@ from __future__ import annotations
 import numpy as np
 from scipy import stats
 
-__all__ = ["MIN_BRIGHTNESS_FIELDS", "MIN_BRIGHTNESS_SPREAD", "P_VALUE", "fit_brightness_slopes", "mean_brightness"]
+__all__ = [
+    "FIT_WINDOW_UM",
+    "MAX_CORRECTION_UM",
+    "MIN_BRIGHTNESS_FIELDS",
+    "MIN_BRIGHTNESS_SPREAD",
+    "P_VALUE",
+    "correction_um",
+    "fit_brightness_slopes",
+    "mean_brightness",
+]
 
 MIN_BRIGHTNESS_FIELDS = 5  # fewer fields cannot pin a slope per plane
 MIN_BRIGHTNESS_SPREAD = 1e-3  # fields this alike in brightness (0.1 % of full scale) leave nothing to fit
+# Slopes are fitted only on planes in this defocus window, where verify frames land and the focus
+# lock reads, and are 0 beyond it. Fitted on every plane of a +-8 um sweep, the far planes' slopes
+# on stained tissue (-10..-30 um per unit over a brightness range of 0.13, where the wide model's
+# readings spread by 1-1.4 um from field to field) moved 3 of 200 first moves 2 um past the aim;
+# at +3.5..+4.5 um unstained cells switch between the wide and the near-focus model, and slopes
+# fitted there pushed two verify readings out (closed loop, docs/autofocus.md).
+FIT_WINDOW_UM = (-2.0, 3.0)
+# The most a reading is moved: the bias this corrects is a few tenths of a um.
+MAX_CORRECTION_UM = 0.5
 P_VALUE = 0.05  # a slope this unlikely with no relation at all is kept
 _SAMPLE_PIXELS = 100_000  # a regular subsample of about this many pixels pins the mean
 
@@ -54,6 +76,11 @@ def mean_brightness(frame: np.ndarray, bit_depth: int | None = None) -> float:
         full = (2**bit_depth - 1) if bit_depth is not None else np.iinfo(frame.dtype).max
         return mean / float(full)
     return mean
+
+
+def correction_um(slope_um: np.ndarray | float, offset: np.ndarray | float) -> np.ndarray:
+    """What to take off a reading: ``slope * (brightness - mean)``, held to +-``MAX_CORRECTION_UM``."""
+    return np.clip(np.multiply(slope_um, offset), -MAX_CORRECTION_UM, MAX_CORRECTION_UM)
 
 
 def fit_brightness_slopes(table: np.ndarray, brightness: np.ndarray) -> np.ndarray | None:

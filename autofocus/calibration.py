@@ -47,7 +47,7 @@ from typing import Any
 import numpy as np
 
 from autofocus.acquire import default_z_offsets, grid_positions
-from autofocus.brightness import fit_brightness_slopes
+from autofocus.brightness import FIT_WINDOW_UM, correction_um, fit_brightness_slopes
 from autofocus.calibration_fields import median_curve, merge_fields, non_decreasing
 from autofocus.calibration_settings import DEFAULT_RANGE_UM, MAX_RANGE_UM
 from autofocus.cancel import CancelToken
@@ -180,7 +180,8 @@ class FocusCalibration:
         With a ``brightness`` (``Prediction.brightness``) and a calibration that fitted the
         correction, the reading is first moved to what a field of the calibrated fields' mean
         brightness would read, at the plane the reading points to (found in two passes). The
-        brightness is held to the calibrated range widened by its own width on each side.
+        brightness is held to the calibrated range widened by its own width on each side, and the
+        correction to +-0.5 um (``autofocus.brightness.MAX_CORRECTION_UM``).
         """
         z = self._invert(reading_um)
         if brightness is None or self.brightness_slope_um is None:
@@ -189,7 +190,8 @@ class FocusCalibration:
         lo, hi = self.brightness_range
         offset = float(np.clip(brightness, 2 * lo - hi, 2 * hi - lo)) - self.brightness_mean
         for _ in range(2):
-            z = self._invert(reading_um - float(np.interp(z, self.z_um, self.brightness_slope_um)) * offset)
+            slope = np.interp(z, self.z_um, self.brightness_slope_um)
+            z = self._invert(reading_um - float(correction_um(slope, offset)))
         return z
 
     @property
@@ -467,8 +469,9 @@ def calibration_from_table(
     each field already on its own focus, ``merge_fields``).
 
     Keeps the planes that at least half of the fields read. ``brightness`` (one per field)
-    fits the brightness correction where there are enough fields (``autofocus.brightness``); the
-    curve is then the per-plane median of the readings corrected to the fields' mean brightness.
+    fits the brightness correction where there are enough fields, on the planes of
+    ``FIT_WINDOW_UM`` (``autofocus.brightness``); the curve is then the per-plane median of the
+    readings corrected to the fields' mean brightness.
     ``UnreliableEstimateError`` when fewer than 3 planes, or none on one side of focus, are kept.
     """
     planes = np.asarray(planes, dtype=float)
@@ -478,19 +481,23 @@ def calibration_from_table(
             f"only {kept.size} of {planes.size} planes gave reliable readings on at least half of the fields "
             "(at least 3, on both sides of focus, are needed): calibrate on fields with more specimen in view"
         )
-    table = table[:, kept]
-    slopes = None if brightness is None else fit_brightness_slopes(table, brightness)
+    planes, table = planes[kept], table[:, kept]
+    window = (planes >= FIT_WINDOW_UM[0]) & (planes <= FIT_WINDOW_UM[1])
+    slopes = None if brightness is None else fit_brightness_slopes(np.where(window, table, np.nan), brightness)
+    if slopes is not None:  # the pooling gives the planes next to the window a slope: not theirs
+        slopes = np.where(window, slopes, 0.0)
+        slopes = slopes if np.any(slopes != 0.0) else None
     correction: dict[str, Any] = {}
     if slopes is not None and brightness is not None:
         mean = float(np.mean(brightness))
-        table = table - slopes[None, :] * (np.asarray(brightness, dtype=float)[:, None] - mean)
+        table = table - correction_um(slopes[None, :], np.asarray(brightness, dtype=float)[:, None] - mean)
         correction = {
             "brightness_slope_um": slopes.tolist(),
             "brightness_mean": mean,
             "brightness_range": (float(np.min(brightness)), float(np.max(brightness))),
         }
     return FocusCalibration(
-        z_um=planes[kept].tolist(),
+        z_um=planes.tolist(),
         reading_um=median_curve(table).tolist(),
         spread_um=np.nanstd(table, axis=0).tolist(),
         fields=int(table.shape[0]),

@@ -192,7 +192,9 @@ def run_trials(
     curves: dict[str, FocusCalibration] | None = None,
     aim_um: float = 0.0,
     tilt_um_per_mm: tuple[float, float] = (0.0, 0.0),
+    first: int = 0,
 ) -> list[dict[str, Any]]:
+    """Trials ``first..n-1`` of the pool ``seed`` draws (the earlier ones are drawn, not run)."""
     rng = np.random.default_rng(seed)
     scopes = open_scopes(specimens, seed, frame_shape, backlash_um, tilt_um_per_mm)
     pool = [(float(x), float(y)) for x, y in rng.uniform(-5000, 5000, size=(fields, 2))]
@@ -207,6 +209,8 @@ def run_trials(
         scope = scopes[kind]
         field = pool[int(rng.integers(len(pool)))]
         start = float(rng.uniform(-10.0, 10.0))
+        if i < first:
+            continue
         scope.xy_stage.move_to(*field)
         start_true = set_true_defocus(scope, start)
         after_first: list[float] = []
@@ -321,6 +325,13 @@ def main() -> int:
     )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--first-trial",
+        type=int,
+        default=0,
+        help="run the full-frame trials from this one on (the same starts and fields as a run from 0; "
+        "to continue a run that stopped)",
+    )
     parser.add_argument("--time-budget-s", type=float, default=840.0)
     parser.add_argument("--name", default="closed_loop", help="result file name stem")
     args = parser.parse_args()
@@ -393,6 +404,7 @@ def main() -> int:
         curves=curves,
         aim_um=args.aim_um,
         tilt_um_per_mm=tilt,
+        first=args.first_trial,
     )
     print(f"full-frame trials: {len(full)} in {time.monotonic() - t0:.0f} s", flush=True)
     roi = run_trials(

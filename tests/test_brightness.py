@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 from sim_scope import open_scope
 
-from autofocus.brightness import MIN_BRIGHTNESS_FIELDS, fit_brightness_slopes, mean_brightness
+from autofocus.brightness import (
+    MAX_CORRECTION_UM,
+    MIN_BRIGHTNESS_FIELDS,
+    correction_um,
+    fit_brightness_slopes,
+    mean_brightness,
+)
 
 
 def test_mean_brightness_is_a_fraction_of_full_scale_at_the_cameras_bit_depth() -> None:
@@ -73,3 +79,9 @@ def test_no_slope_is_fitted_from_too_few_alike_or_unrelated_fields() -> None:
     assert sum(u is not None for u in unrelated) <= 8  # at p < 0.05 per plane, most sweeps keep none
     with pytest.raises(ValueError, match="one value per field"):
         fit_brightness_slopes(table, t[:3])
+
+
+def test_a_correction_is_held_to_half_a_micrometre() -> None:
+    assert correction_um(10.0, 0.01) == pytest.approx(0.1)
+    assert correction_um(-30.0, 0.1) == pytest.approx(-MAX_CORRECTION_UM)
+    assert np.all(np.abs(correction_um(np.array([40.0, -40.0, 5.0]), 0.05)) <= MAX_CORRECTION_UM)

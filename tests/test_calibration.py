@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from sim_scope import open_scope
 
+from autofocus.brightness import FIT_WINDOW_UM
 from autofocus.calibration import FocusCalibration, calibration_from_table, measure_calibration, nearest_fields
 from autofocus.calibration_settings import CALIBRATED_AIM_UM, DEFAULT_FIELDS, DEFAULT_RANGE_UM
 from autofocus.cli import main
@@ -75,6 +76,10 @@ def test_the_brightness_correction_takes_out_a_bias_that_follows_the_fields_brig
     corrected = calibration_from_table(planes, table, brightness)
     assert plain.brightness_slope_um is None and corrected.brightness_slope_um is not None
     assert corrected.brightness_range == (pytest.approx(brightness.min()), pytest.approx(brightness.max()))
+    # slopes only in the window where verify frames land (-2..+3 um), none beyond it
+    z, slope = np.array(corrected.z_um), np.array(corrected.brightness_slope_um)
+    assert np.all(slope[(z < FIT_WINDOW_UM[0]) | (z > FIT_WINDOW_UM[1])] == 0.0)
+    assert np.all(slope[(z >= 0.5) & (z <= 2.5)] > 15.0)
     # other fields of the same slide, read at 0..+3 um
     _, others, other_brightness = brightness_sweep(40, seed=2)
     verify = (planes >= 0.0) & (planes <= 3.0)
