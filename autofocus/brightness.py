@@ -85,7 +85,7 @@ def correction_um(slope_um: np.ndarray | float, offset: np.ndarray | float) -> n
 
 def fit_brightness_slopes(table: np.ndarray, brightness: np.ndarray) -> np.ndarray | None:
     """Per-plane slope of the readings ``table`` (fields x planes, NaN unread) against ``brightness``
-    (one per field), each plane pooled with its two neighbours.
+    (one per field), each plane pooled with its two neighbours; a plane no field read gets none.
 
     A plane's slope is kept only where a t-test finds it beyond the readings' scatter
     (``P_VALUE``), else it is 0. None when the fields are too few or too alike to fit one (fewer
@@ -101,6 +101,8 @@ def fit_brightness_slopes(table: np.ndarray, brightness: np.ndarray) -> np.ndarr
     planes = table.shape[1]
     slopes = np.zeros(planes)
     for j in range(planes):
+        if np.all(np.isnan(table[:, j])):  # an unread plane gets no slope from its neighbours
+            continue
         xs, ys = [], []
         for k in range(max(0, j - 1), min(planes, j + 2)):
             ok = ~np.isnan(table[:, k])

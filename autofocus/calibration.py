@@ -484,9 +484,6 @@ def calibration_from_table(
     planes, table = planes[kept], table[:, kept]
     window = (planes >= FIT_WINDOW_UM[0]) & (planes <= FIT_WINDOW_UM[1])
     slopes = None if brightness is None else fit_brightness_slopes(np.where(window, table, np.nan), brightness)
-    if slopes is not None:  # the pooling gives the planes next to the window a slope: not theirs
-        slopes = np.where(window, slopes, 0.0)
-        slopes = slopes if np.any(slopes != 0.0) else None
     correction: dict[str, Any] = {}
     if slopes is not None and brightness is not None:
         mean = float(np.mean(brightness))
