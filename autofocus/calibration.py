@@ -12,8 +12,8 @@ sensor's signal, and invert that curve in use.
 the stage through ``-range_um..+range_um`` of defocus in ``step_um`` steps (every plane
 approached from below, so backlash is the same for all), on one or more fields of view, and
 records the median reading per plane. The stage returns to where it started. The default range,
-+-8 um, and the first-move aim to use with a calibration (+1 um) are in
-``autofocus.calibration_settings`` with the figures that chose them.
++-10 um (the bundled model's training range), and the first-move aim to use with a calibration
+(+1.25 um) are in ``autofocus.calibration_settings`` with the figures that chose them.
 
 ``FocusCalibration.defocus_um(reading)`` maps a reading back to defocus relative to that focus:
 an isotonic (non-decreasing) fit of the per-plane medians, inverted by linear interpolation.

@@ -8,14 +8,20 @@ from __future__ import annotations
 __all__ = ["CALIBRATED_AIM_UM", "DEFAULT_FIELDS", "DEFAULT_RANGE_UM", "MAX_RANGE_UM", "default_fields"]
 
 MAX_RANGE_UM = 10.0  # the bundled model's training range
-# +-8 um, not +-4: a start beyond the sweep is read through the curve's slope-1 extension, and
-# the wide model over-reads unstained cells beyond -4 um, so the first move missed its aim by
-# 1-3 um from there (one-shot + verify within 0.3 um, 200 ROI trials: 92.0 % with +-4, 94.5 % with +-8).
-DEFAULT_RANGE_UM = 8.0
+# The whole training range: a start beyond the sweep is read through the curve's slope-1
+# extension, and the wide model flattens beyond +-8.5 um (on cells beyond -8.5 um too), so first
+# moves from +-9..+-10 um fell 1-3 um short of the aim with a +-8 um sweep; swept to +-10 um, a
+# flat run maps to its middle. One-shot + verify within 0.3 um: 200 ROI trials 92.0 % (+-4), 94.5 %
+# (+-8), 95.5 % (+-10); 40 full-frame starts at 8.5..10 um 36 (+-8) against 37 (+-10).
+DEFAULT_RANGE_UM = MAX_RANGE_UM
 # The first move's aim with a calibration: the verify frame then lands where the near-focus model
-# spreads least from field to field (+0.5..+1.5 um). The same 200 trials: +0.75 um 92 %, +1 um
-# 94.5 %, +1.5 um 89 %, +2 um 80 %; on 500 others 82.8 % against 77.2 % for +2 um with +-4 um.
-CALIBRATED_AIM_UM = 1.0
+# spreads least from field to field. 200 ROI trials (before the brightness correction): +0.75 um
+# 92 %, +1 um 94.5 %, +1.5 um 89 %, +2 um 80 %. With full frames and the brightness correction the
+# verify frame of cells misses 1 in 4 times where the first move lands at 0..+0.5 um and never
+# at +0.5..+3.5 um (tissue: never at 0..+2.5 um; 474 runs), so +1.25 um keeps more first moves that
+# fall short or long in that band; 500 full-frame trials with +1.25 um and +-10 um: see
+# docs/autofocus.md ("Where the first move should aim").
+CALIBRATED_AIM_UM = 1.25
 # Fields of view a calibration sweeps by default where there is an XY stage (a 3 x 3 grid around
 # the focused one; a tilted slide is fitted, autofocus.calibration_fields). Fields differ, and a
 # curve from one field carries that field's bias into every later run: verify readings within

@@ -126,7 +126,7 @@ class AutofocusOptions:
     error). ``aim_um`` (needs ``verify``): the first correction aims at this
     defocus instead of focus and the verify correction goes the rest of the way. The bundled
     models read the positive side of focus more reliably than the region just below it (unstained
-    cells invert contrast there): with a calibration and the near-focus model, +1 um measured best
+    cells invert contrast there): with a calibration and the near-focus model, +1.25 um measured best
     for cells and tissue together (``autofocus.calibration_settings.CALIBRATED_AIM_UM``,
     ``docs/autofocus.md``); 0 (default) aims straight at focus.
     Z-scan: ``measure`` (a name in ``autofocus.measures.MEASURES``), ``search_range_um``

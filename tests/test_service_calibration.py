@@ -13,7 +13,7 @@ from service_settings import make_test_settings
 from test_service import AUTH, KEY, assert_problem, wait_job
 
 from autofocus.calibration import FocusCalibration
-from autofocus.calibration_settings import DEFAULT_FIELDS
+from autofocus.calibration_settings import CALIBRATED_AIM_UM, DEFAULT_FIELDS
 from drivers.errors import ConfigurationError
 from service.app import create_app
 
@@ -41,11 +41,13 @@ def client(tmp: Path) -> TestClient:
 
 
 def test_store_read_and_drop_a_calibration(client: TestClient, tmp: Path) -> None:
-    assert client.get("/calibration").json() == {"active": False, "calibration": None, "summary": None}
+    empty = {"active": False, "calibration": None, "summary": None, "suggested_aim_um": CALIBRATED_AIM_UM}
+    assert client.get("/calibration").json() == empty
     assert client.put("/calibration", json=LINEAR).status_code == 401
     stored = client.put("/calibration", json=LINEAR, headers=AUTH)
     assert stored.status_code == 200, stored.text
     assert stored.json()["active"] and stored.json()["summary"]["reading_at_focus_um"] == 0.5
+    assert stored.json()["suggested_aim_um"] == CALIBRATED_AIM_UM  # what the web page proposes
     assert json.loads((tmp / "calibration.json").read_text()) == LINEAR
     assert client.get("/calibration").json()["calibration"] == LINEAR
     assert client.get("/status").json()["calibration"]["reading_at_focus_um"] == 0.5

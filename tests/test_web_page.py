@@ -209,8 +209,8 @@ def test_calibrate_aim_and_drop_from_the_page(server: str, browser: Any) -> None
     shown = "corrected for each field's brightness" in page.text_content("#cal-text")
     assert shown == stored["summary"]["brightness_correction"]
     assert page.is_disabled("#focus-offset")  # the calibration holds the focus now
-    assert page.input_value("#aim") == str(int(CALIBRATED_AIM_UM))  # the aim measured best with a calibration
-    # a one-shot with the first move aimed 1 um beyond focus runs through the calibration
+    assert float(page.input_value("#aim")) == CALIBRATED_AIM_UM  # the aim measured best with a calibration
+    # a one-shot with the first move aimed beyond focus runs through the calibration
     wait_js(page, "document.querySelectorAll('.toast').length === 0", 15)
     page.click("#af-oneshot")
     wait_js(page, JOB_ENDED, 120)

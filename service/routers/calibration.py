@@ -20,7 +20,13 @@ from autofocus.calibration import (
     measure_calibration,
     nearest_fields,
 )
-from autofocus.calibration_settings import DEFAULT_FIELDS, DEFAULT_RANGE_UM, MAX_RANGE_UM, default_fields
+from autofocus.calibration_settings import (
+    CALIBRATED_AIM_UM,
+    DEFAULT_FIELDS,
+    DEFAULT_RANGE_UM,
+    MAX_RANGE_UM,
+    default_fields,
+)
 from drivers.errors import BusyError
 from service.deps import ReadAccess, State, WriteAccess
 from service.errors import BadRequestError, problem_responses
@@ -70,6 +76,9 @@ class CalibrationOut(BaseModel):
     active: bool = Field(description="a calibration is stored and used by /autofocus and /focus-lock")
     calibration: CalibrationIn | None
     summary: dict[str, Any] | None = Field(description="range, planes, fields, the reading at focus")
+    suggested_aim_um: float = Field(
+        description="the first-move aim (options.aim_um) measured best with a calibration; the web page proposes it"
+    )
 
 
 class MeasureCalibrationRequest(BaseModel):
@@ -97,8 +106,10 @@ class MeasureCalibrationRequest(BaseModel):
 def _out(state: ServiceState) -> dict[str, Any]:
     cal = state.calibration
     if cal is None:
-        return {"active": False, "calibration": None, "summary": None}
-    return finite({"active": True, "calibration": cal.to_dict(), "summary": cal.summary()})
+        return {"active": False, "calibration": None, "summary": None, "suggested_aim_um": CALIBRATED_AIM_UM}
+    return finite(
+        {"active": True, "calibration": cal.to_dict(), "summary": cal.summary(), "suggested_aim_um": CALIBRATED_AIM_UM}
+    )
 
 
 def _not_while_measuring(state: ServiceState, what: str) -> None:

@@ -454,7 +454,7 @@ function jobFinished(job) {
     setJobUi(job.kind, false, `calibration ${job.status}${job.error ? ": " + job.error.detail : ""}`);
     if (job.status === "succeeded") {
       renderCalibration(job.result.summary);
-      if (aim() === 0) $("aim").value = "1";  // with a calibration, aiming 1 µm beyond focus measured best (autofocus/calibration_settings.py)
+      if (aim() === 0) $("aim").value = String(job.result.suggested_aim_um);  // the aim measured best with a calibration
       toast("Calibrated", `the model reads ${signed(job.result.summary.reading_at_focus_um)} µm at this focus`, "ok");
     } else if (job.status === "failed") {
       toast("Calibration failed", job.error ? job.error.detail : "", "bad");
@@ -556,7 +556,7 @@ async function measureCalibration() {
 async function dropCalibration() {
   try {
     renderCalibration((await api("DELETE", "/calibration")).summary);
-    $("aim").value = "0";  // the +1 µm aim was measured with a calibration only
+    $("aim").value = "0";  // the suggested aim was measured with a calibration only
     toast("Calibration dropped", "runs use the focus offset again", "ok");
   } catch (error) {
     failed("Dropping the calibration", error);
