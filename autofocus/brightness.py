@@ -26,9 +26,9 @@ root of the points pooled). A calibration fits slopes only on the planes of ``FI
 (-2..+3 um), where verify frames land and the focus lock reads: far from focus, slopes fitted
 on the wide model's widely spread readings of tissue moved first moves past the aim.
 ``FocusCalibration.defocus_um`` holds a frame's brightness to the calibrated fields' range
-widened by its own width on each side, and a correction to +-``MAX_CORRECTION_UM`` (0.5 um of
-reading, ``correction_um``): a field unlike all of them is
-corrected as the most extreme one allowed, not extrapolated without bound.
+widened by its own width on each side (a field unlike all of them is corrected as the most
+extreme one allowed, not extrapolated without bound), and ``correction_um`` holds a correction
+to +-``MAX_CORRECTION_UM`` (0.5 um of reading).
 """
 
 from __future__ import annotations

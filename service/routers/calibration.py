@@ -105,11 +105,10 @@ class MeasureCalibrationRequest(BaseModel):
 
 def _out(state: ServiceState) -> dict[str, Any]:
     cal = state.calibration
-    if cal is None:
-        return {"active": False, "calibration": None, "summary": None, "suggested_aim_um": CALIBRATED_AIM_UM}
-    return finite(
-        {"active": True, "calibration": cal.to_dict(), "summary": cal.summary(), "suggested_aim_um": CALIBRATED_AIM_UM}
-    )
+    stored = {"active": False, "calibration": None, "summary": None}
+    if cal is not None:
+        stored = finite({"active": True, "calibration": cal.to_dict(), "summary": cal.summary()})
+    return stored | {"suggested_aim_um": CALIBRATED_AIM_UM}
 
 
 def _not_while_measuring(state: ServiceState, what: str) -> None:
