@@ -1,11 +1,12 @@
 """Closed-loop autofocus accuracy on the simulated microscope (20x/0.75).
 
 Each trial puts a random field (XY) of a random specimen at a random true defocus in
--10..+10 um, runs one-shot + verify, and reads the simulator's truth after the first
-correction (one-shot, 1 frame) and at the end (one-shot + verify, 2 frames). A subset of the
-trials also runs the z-scan baseline (OughtaFocus-style Brent search over 24 um) from the same
-start. Reported: median, p95 and share within 0.3 um of |residual defocus|, frames and
-simulated time per routine; PNG of the residual against the starting defocus.
+-10..+10 um (``--start-range-um LO HI`` narrows it, e.g. to the far ends; the fields stay the
+same), runs one-shot + verify, and reads the simulator's truth after the first correction
+(one-shot, 1 frame) and at the end (one-shot + verify, 2 frames). A subset of the trials also
+runs the z-scan baseline (OughtaFocus-style Brent search over 24 um) from the same start.
+Reported: median, p95 and share within 0.3 um of |residual defocus|, frames and simulated time
+per routine; PNG of the residual against the starting defocus.
 
 ``--calibrate-fields K`` first measures the focus offset the way a user would
 (``autofocus.offset``: the model's reading on K focused fields per specimen, none of them a
@@ -193,8 +194,10 @@ def run_trials(
     aim_um: float = 0.0,
     tilt_um_per_mm: tuple[float, float] = (0.0, 0.0),
     first: int = 0,
+    start_range_um: tuple[float, float] = (-10.0, 10.0),
 ) -> list[dict[str, Any]]:
-    """Trials ``first..n-1`` of the pool ``seed`` draws (the earlier ones are drawn, not run)."""
+    """Trials ``first..n-1`` of the pool ``seed`` draws (the earlier ones are drawn, not run), each
+    starting at a true defocus drawn uniformly from ``start_range_um``."""
     rng = np.random.default_rng(seed)
     scopes = open_scopes(specimens, seed, frame_shape, backlash_um, tilt_um_per_mm)
     pool = [(float(x), float(y)) for x, y in rng.uniform(-5000, 5000, size=(fields, 2))]
@@ -208,7 +211,7 @@ def run_trials(
         kind = specimens[i % len(specimens)]
         scope = scopes[kind]
         field = pool[int(rng.integers(len(pool)))]
-        start = float(rng.uniform(-10.0, 10.0))
+        start = float(rng.uniform(*start_range_um))
         if i < first:
             continue
         scope.xy_stage.move_to(*field)
@@ -332,6 +335,14 @@ def main() -> int:
         help="run the full-frame trials from this one on (the same starts and fields as a run from 0; "
         "to continue a run that stopped)",
     )
+    parser.add_argument(
+        "--start-range-um",
+        type=float,
+        nargs=2,
+        default=(-10.0, 10.0),
+        metavar=("LO", "HI"),
+        help="draw the starting defocus from LO..HI um (default -10 10; the same fields as the default)",
+    )
     parser.add_argument("--time-budget-s", type=float, default=840.0)
     parser.add_argument("--name", default="closed_loop", help="result file name stem")
     args = parser.parse_args()
@@ -405,6 +416,7 @@ def main() -> int:
         aim_um=args.aim_um,
         tilt_um_per_mm=tilt,
         first=args.first_trial,
+        start_range_um=tuple(args.start_range_um),
     )
     print(f"full-frame trials: {len(full)} in {time.monotonic() - t0:.0f} s", flush=True)
     roi = run_trials(
@@ -421,6 +433,7 @@ def main() -> int:
         curves=curves,
         aim_um=args.aim_um,
         tilt_um_per_mm=tilt,
+        start_range_um=tuple(args.start_range_um),
     )
     elapsed = time.monotonic() - t0
     result = {
