@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench_closed_loop import open_scopes, set_true_defocus  # noqa: E402
 from machine import cpu_model  # noqa: E402
-from model_options import add_model_arguments, open_predictor  # noqa: E402
+from model_options import add_model_arguments, open_predictor, settings  # noqa: E402
 
 from autofocus.calibration import calibration_from_table  # noqa: E402
 
@@ -103,7 +103,7 @@ def main() -> int:
     print(f"machine: {machine}", flush=True)
     t0 = time.monotonic()
     rng = np.random.default_rng(args.seed)
-    result: dict[str, Any] = {"machine": machine, "settings": vars(args) | {"model": str(args.model)}, "specimens": {}}
+    result: dict[str, Any] = {"machine": machine, "settings": settings(args), "specimens": {}}
     for kind in args.specimens.split(","):
         table, brightness = read_fields(args, kind)
         correct = None if args.no_brightness_correction else brightness

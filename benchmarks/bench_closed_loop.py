@@ -44,7 +44,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from model_options import add_model_arguments, open_predictor  # noqa: E402
+from model_options import add_model_arguments, open_predictor, settings  # noqa: E402
 
 from autofocus.aggregation import AGGREGATES, DEFAULT_AGGREGATE  # noqa: E402
 from autofocus.calibration import FocusCalibration, measure_calibration, nearest_fields  # noqa: E402
@@ -439,7 +439,7 @@ def main() -> int:
     result = {
         "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(), "threads": args.threads},
         "model_trained": trained,
-        "settings": vars(args),
+        "settings": settings(args),
         "elapsed_s": round(elapsed, 1),
         "calibration": calibration,
         "calibration_curves": {k: c.to_dict() for k, c in curves.items()} if curves else None,

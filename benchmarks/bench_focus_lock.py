@@ -24,7 +24,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from model_options import add_model_arguments, open_predictor  # noqa: E402
+from model_options import add_model_arguments, open_predictor, settings  # noqa: E402
 
 from autofocus.aggregation import AGGREGATES, DEFAULT_AGGREGATE  # noqa: E402
 from autofocus.calibration import FocusCalibration, measure_calibration  # noqa: E402
@@ -164,7 +164,7 @@ def main() -> int:
     settled = times >= 2 * args.interval_s
     result = {
         "model_trained": trained,
-        "settings": vars(args),
+        "settings": settings(args),
         "elapsed_s": round(elapsed, 1),
         "focus_offset_um": focus_offset_um,
         "calibration": calibration.to_dict() if calibration is not None else None,

@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from bench_closed_loop import open_scopes, set_true_defocus  # noqa: E402
-from model_options import add_model_arguments, open_predictor  # noqa: E402
+from model_options import add_model_arguments, open_predictor, settings  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 
@@ -93,7 +93,7 @@ def main() -> int:
     result = {
         "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(), "threads": args.threads},
         "load_average": [round(v, 2) for v in os.getloadavg()],
-        "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "settings": settings(args),
         "elapsed_s": round(time.monotonic() - t0, 1),
         "summary": summary,
         "readings": readings,

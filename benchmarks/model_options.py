@@ -1,9 +1,11 @@
-"""The model options every benchmark takes (``--model``, ``--near-model``) and the predictor they build."""
+"""The model options every benchmark takes (``--model``, ``--near-model``), the predictor they build,
+and the run's settings as its result file records them."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 from autofocus.aggregation import DEFAULT_AGGREGATE
 from autofocus.predictor import Predictor
@@ -35,3 +37,8 @@ def open_predictor(
         max_tiles=max_tiles,
         near_model=args.near_model,
     )
+
+
+def settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The parsed arguments as JSON values (paths such as ``--model`` as strings), for a result file."""
+    return {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
