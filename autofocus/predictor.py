@@ -25,7 +25,7 @@ fine-tuned on a narrow defocus range (``meta["z_range_um"]`` of its checkpoint; 
 range, the same kept tiles go through the near model and its estimates replace the wide ones
 (``Prediction.model == "near"``; ``wide_defocus_um`` keeps the wide reading). The near model
 spreads less from field to field where the verify frame of a one-shot run lands (about 0..+2 um
-with ``aim_um=1``), so the verify correction lands closer (``docs/autofocus.md``). It costs a second
+with the recommended ``aim_um``), so the verify correction lands closer (``docs/autofocus.md``). It costs a second
 inference on those frames only. A calibration (``autofocus.calibration``) is measured through the
 predictor as configured, so it covers the switch between the two models.
 

@@ -487,7 +487,7 @@ def calibrated_near() -> tuple[Predictor, dict[str, FocusCalibration]]:
 def test_the_default_sweep_and_aim_focus_within_0_3_um_from_both_sides(
     calibrated_near: tuple[Predictor, dict[str, FocusCalibration]], specimen: str, start_defocus_um: float, routine: str
 ) -> None:
-    """Calibrated with the default +-8 um sweep, aimed at +1 um: two frames end within the 0.3 um target."""
+    """Calibrated with the default sweep, aimed at the recommended first-move aim: two frames end within 0.3 um."""
     near, curves = calibrated_near
     assert curves[specimen].z_um[0] == -DEFAULT_RANGE_UM and curves[specimen].z_um[-1] == DEFAULT_RANGE_UM
     scope = open_scope(seed=5, specimen=specimen, frame_shape=(672, 672), backlash_um=0.3)

@@ -226,7 +226,7 @@ def test_predictive_routines_converge_from_both_sides(
 @pytest.mark.slow
 @pytest.mark.parametrize("start_defocus_um", [-6.0, 7.0])
 def test_oneshot_aimed_beyond_focus_verifies_with_the_near_focus_model(start_defocus_um: float) -> None:
-    """The first move aims at the recommended +1 um; the verify frame lands in the near model's range, read by it."""
+    """The first move aims at the recommended aim (+1.25 um); the verify frame lands in the near model's range."""
     near = Predictor.from_checkpoint(None, runtime="torch", threads=1, near_model="auto")
     scope = make_scope(seed=11, specimen="cells", frame_shape=(672, 672), backlash_um=0.5)
     scope.focus_stage.move_to(-scope.focus_stage.direction * start_defocus_um)
