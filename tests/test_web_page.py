@@ -199,7 +199,7 @@ def test_calibrate_aim_and_drop_from_the_page(server: str, browser: Any) -> None
     page.click("#goto-form button")
     wait_js(page, f"Math.abs(Number(document.getElementById('z-value').textContent) - ({focus_z})) < 0.011", 30)
     page.click("#cal-measure")
-    # the default sweep: 9 fields x 33 planes
+    # the default sweep: 9 fields x 41 planes
     wait_js(page, "document.getElementById('cal-text').textContent.startsWith('Calibrated')", 600)
     stored = httpx.get(f"{server}/calibration").json()
     assert stored["active"] and f"{stored['summary']['reading_at_focus_um']:+.2f}" in page.text_content("#cal-text")
@@ -233,6 +233,16 @@ def test_calibrate_aim_and_drop_from_the_page(server: str, browser: Any) -> None
     assert httpx.put(f"{server}/calibration", json=cal, headers={"X-API-Key": KEY}).status_code == 200
     wait_js(page, "document.getElementById('cal-text').textContent.startsWith('Calibrated: reads +0.40')", 15)
     assert page.is_disabled("#focus-offset")
+    assert float(page.input_value("#aim")) == CALIBRATED_AIM_UM  # a calibration in use: the page proposes the aim
+    # a page opened while a calibration is stored proposes the aim too
+    later = browser.new_page(viewport={"width": 1440, "height": 900})
+    later.on("pageerror", lambda exc: errors.append(str(exc)))
+    later.goto(server + "/")
+    later.fill("#api-key", KEY)
+    later.click("#key-form button")
+    wait_js(later, "document.getElementById('cal-text').textContent.startsWith('Calibrated: reads +0.40')", 30)
+    assert float(later.input_value("#aim")) == CALIBRATED_AIM_UM
+    later.close()
     assert httpx.delete(f"{server}/calibration", headers={"X-API-Key": KEY}).status_code == 200
     assert errors == []
     page.close()

@@ -25,6 +25,7 @@ const ui = {
   liveEstimates: [],     // the last live estimates [{z, v}], for "Set from estimate"
   regionMap: null,
   calibration: null,     // GET /calibration's summary when one is stored
+  suggestedAim: null,    // GET /calibration's suggested_aim_um: the first-move aim measured best with one
   series: { z: [], est: [], truth: [] },
   connected: false,
 };
@@ -97,6 +98,7 @@ function initKey() {
     else localStorage.removeItem(KEY_STORE);
     setKeyState(ui.key ? "ok" : "", ui.key ? "key saved" : "no key");
     startLiveView();
+    loadCalibration();  // a service that needs the key to read could not tell us before
   });
 }
 
@@ -453,8 +455,8 @@ function jobFinished(job) {
   } else if (job.kind === "calibration") {
     setJobUi(job.kind, false, `calibration ${job.status}${job.error ? ": " + job.error.detail : ""}`);
     if (job.status === "succeeded") {
+      ui.suggestedAim = job.result.suggested_aim_um;
       renderCalibration(job.result.summary);
-      if (aim() === 0) $("aim").value = String(job.result.suggested_aim_um);  // the aim measured best with a calibration
       toast("Calibrated", `the model reads ${signed(job.result.summary.reading_at_focus_um)} µm at this focus`, "ok");
     } else if (job.status === "failed") {
       toast("Calibration failed", job.error ? job.error.detail : "", "bad");
@@ -524,9 +526,13 @@ function numberIn(id) {
   return Number.isFinite(value) ? value : 0;
 }
 
-/* The stored calibration holds the focus, so the offset box is off while one is in use. */
+/* The stored calibration holds the focus, so the offset box is off while one is in use. When one comes
+   into use (stored from this page or another client, or found at load) and the aim box holds 0, the box
+   takes the aim measured best with a calibration; an aim the operator chose stays. */
 function renderCalibration(summary) {
+  const appeared = Boolean(summary) && !ui.calibration;
   ui.calibration = summary;
+  if (appeared && aim() === 0 && ui.suggestedAim !== null) $("aim").value = String(ui.suggestedAim);
   $("cal-drop").hidden = !summary;
   $("focus-offset").disabled = Boolean(summary);
   $("focus-offset").title = summary ? "the calibration holds the focus; drop it to use an offset" : "";
@@ -539,7 +545,9 @@ function renderCalibration(summary) {
 
 async function loadCalibration() {
   try {
-    renderCalibration((await api("GET", "/calibration")).summary);
+    const stored = await api("GET", "/calibration");
+    ui.suggestedAim = stored.suggested_aim_um;
+    renderCalibration(stored.summary);
   } catch (error) {
     console.warn("calibration:", error.message);
   }
@@ -686,10 +694,9 @@ function init() {
   $("show-map").addEventListener("change", drawOverlay);
   window.addEventListener("resize", () => { drawOverlay(); drawTrace(); });
   startLiveView();
-  pollStatus();
+  loadCalibration().finally(pollStatus);  // the suggested aim is known before /status shows a calibration
   pollEstimate();
   loadRuns();
-  loadCalibration();
 }
 
 document.addEventListener("DOMContentLoaded", init);
