@@ -1,7 +1,7 @@
 """Focus calibration: what the model reads at each defocus, measured on your microscope.
 
 A defocus model is not a ruler. On the simulator's 20x/0.75 the bundled model reads about
-+0.2 to +0.5 um at true focus, 1.4-1.7 um per um of defocus on the positive side and less on
++0.2 to +0.7 um at true focus, 1.4-1.7 um per um of defocus on the positive side and less on
 the negative side, and on unstained cells it reads -1 um as about +1.6 um (their contrast inverts
 through focus; ``docs/autofocus.md`` has the table). A single ``focus_offset_um`` takes out
 the first of these; a calibration curve takes out all three where the reading is monotonic.

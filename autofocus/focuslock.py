@@ -14,8 +14,9 @@ already has: ``step(frame)`` then costs no extra exposure) and corrects it:
   bad estimate than real drift; a real step change is caught up over a few steps);
 * ``gain`` scales the correction (1 = full correction). The default 0.5 halves the effect of a
   noisy single-frame estimate at the cost of a lag of about one step: over 8 simulated hours of
-  1 um/min drift (``benchmarks/bench_focus_lock.py``) the bundled model held RMS 0.69 um with
-  gain 0.5 against 1.86 um with full correction, which over-corrects and hunts;
+  1 um/min drift (``benchmarks/bench_focus_lock.py``) the bundled wide model alone held RMS 0.69 um
+  with gain 0.5 against 1.86 um with full correction, which over-corrects and hunts (0.44 um with
+  gain 0.5 and the default near-focus model);
 * **reliability**: an estimate is unreliable when the frame is blank or its confidence is below
   ``min_confidence``. After ``pause_after`` unreliable estimates in a row the lock pauses
   (``state == "paused_unreliable"``, ``reason`` says why) and moves nothing; it keeps

@@ -1,7 +1,7 @@
 """Measure the focus offset: what the model reads on a sample that is in focus.
 
 A defocus model trained on one set of optics reads a small constant bias on another: on the
-simulator's default 20x/0.75 the bundled model reads about +0.5 um at true focus
+simulator's default 20x/0.75 the bundled model reads +0.2 to +0.7 um at true focus
 (``docs/autofocus.md``). A real microscope can be off by more. A microscopist fixes this the way
 hardware focus locks do it (a stored "offset"): focus the sample once by eye or with the z-scan,
 read what the model says there, and give that reading as ``focus_offset_um`` to the routines and

@@ -24,7 +24,7 @@ fine-tuned on a narrow defocus range (``meta["z_range_um"]`` of its checkpoint; 
 ``ldsenet_near.pt``: -2..+6 um). When the first (wide-range) model's aggregate falls inside that
 range, the same kept tiles go through the near model and its estimates replace the wide ones
 (``Prediction.model == "near"``; ``wide_defocus_um`` keeps the wide reading). The near model
-spreads less from field to field where the verify frame of a one-shot run lands (about 0..+2 um
+spreads less from field to field where the verify frame of a one-shot run lands (about 0..+2.5 um
 with the recommended ``aim_um``), so the verify correction lands closer (``docs/autofocus.md``). It costs a second
 inference on those frames only. A calibration (``autofocus.calibration``) is measured through the
 predictor as configured, so it covers the switch between the two models.

@@ -25,7 +25,7 @@ the trials use a centred ``--frame`` ROI (default 896x672 = 4x3 tiles); ``--full
 more trials use the full 2592x1944 sensor (run first, within 30 % of the budget, or all of it
 with ``--trials 0``); ``--time-budget-s`` ends the run early (the JSON says how many trials ran).
 
-    .venv/bin/python benchmarks/bench_closed_loop.py [--trials 500] [--zscan-trials 40] ...
+    .venv/bin/python benchmarks/bench_closed_loop.py [--trials 500] [--zscan-every 10] ...
 """
 
 from __future__ import annotations

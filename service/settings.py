@@ -113,8 +113,8 @@ class Settings(HardwareConfig, BaseSettings):
     )
     calibration_file: Path = Field(
         default_factory=lambda: _state_dir() / "calibration.json",
-        description="focus calibration (autofocus calibrate, PUT or POST /calibration) used by /autofocus and "
-        "/focus-lock; loaded at start when it exists, replaced atomically",
+        description="focus calibration (autofocus calibrate, PUT /calibration or POST /calibration/measure) used "
+        "by /autofocus and /focus-lock; loaded at start when it exists, replaced atomically",
     )
     data_root: Path = Field(
         default_factory=_data_dir,
