@@ -346,6 +346,8 @@ def main() -> int:
     parser.add_argument("--time-budget-s", type=float, default=840.0)
     parser.add_argument("--name", default="closed_loop", help="result file name stem")
     args = parser.parse_args()
+    if not args.start_range_um[0] < args.start_range_um[1]:
+        parser.error(f"--start-range-um needs LO < HI, got {args.start_range_um[0]} {args.start_range_um[1]}")
 
     width, height = (int(v) for v in args.frame.lower().split("x"))
     try:
