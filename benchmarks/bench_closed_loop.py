@@ -57,6 +57,7 @@ from models.checkpoint import load_checkpoint  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 TARGET_UM = 0.3
+START_RANGE_UM = (-10.0, 10.0)  # the issue's starting defocus range
 
 
 def set_true_defocus(scope: SimulatedMicroscope, defocus_um: float) -> float:
@@ -194,7 +195,7 @@ def run_trials(
     aim_um: float = 0.0,
     tilt_um_per_mm: tuple[float, float] = (0.0, 0.0),
     first: int = 0,
-    start_range_um: tuple[float, float] = (-10.0, 10.0),
+    start_range_um: tuple[float, float] = START_RANGE_UM,
 ) -> list[dict[str, Any]]:
     """Trials ``first..n-1`` of the pool ``seed`` draws (the earlier ones are drawn, not run), each
     starting at a true defocus drawn uniformly from ``start_range_um``."""
@@ -339,7 +340,7 @@ def main() -> int:
         "--start-range-um",
         type=float,
         nargs=2,
-        default=(-10.0, 10.0),
+        default=START_RANGE_UM,
         metavar=("LO", "HI"),
         help="draw the starting defocus from LO..HI um (default -10 10; the same fields as the default)",
     )

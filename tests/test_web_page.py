@@ -184,13 +184,19 @@ def test_tablet_layout(server: str, browser: Any) -> None:
     page.close()
 
 
-def test_calibrate_aim_and_drop_from_the_page(server: str, browser: Any) -> None:
+def open_page_with_key(browser: Any, server: str, errors: list[str]) -> Any:
+    """A desktop-sized operator page with the API key entered; its script errors go to ``errors``."""
     page = browser.new_page(viewport={"width": 1440, "height": 900})
-    errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     page.goto(server + "/")
     page.fill("#api-key", KEY)
     page.click("#key-form button")
+    return page
+
+
+def test_calibrate_aim_and_drop_from_the_page(server: str, browser: Any) -> None:
+    errors: list[str] = []
+    page = open_page_with_key(browser, server, errors)
     wait_js(page, "document.getElementById('cal-text').textContent === 'No calibration.'", 30)
     # the operator focuses the sample first (here with the simulator's truth), then calibrates there
     stage = httpx.get(f"{server}/stage/z").json()
@@ -235,11 +241,7 @@ def test_calibrate_aim_and_drop_from_the_page(server: str, browser: Any) -> None
     assert page.is_disabled("#focus-offset")
     assert float(page.input_value("#aim")) == CALIBRATED_AIM_UM  # a calibration in use: the page proposes the aim
     # a page opened while a calibration is stored proposes the aim too
-    later = browser.new_page(viewport={"width": 1440, "height": 900})
-    later.on("pageerror", lambda exc: errors.append(str(exc)))
-    later.goto(server + "/")
-    later.fill("#api-key", KEY)
-    later.click("#key-form button")
+    later = open_page_with_key(browser, server, errors)
     wait_js(later, "document.getElementById('cal-text').textContent.startsWith('Calibrated: reads +0.40')", 30)
     assert float(later.input_value("#aim")) == CALIBRATED_AIM_UM
     later.close()
