@@ -29,6 +29,15 @@ with the recommended ``aim_um``), so the verify correction lands closer (``docs/
 inference on those frames only. A calibration (``autofocus.calibration``) is measured through the
 predictor as configured, so it covers the switch between the two models.
 
+**Near-model gate.** The wide model's reading only has to say whether the near model reads the
+frame, so on a frame with more than ``near_gate_tiles`` (default 16) kept tiles the wide model
+first reads the 16 nearest the centre. When their aggregate lies at least ``NEAR_GATE_MARGIN_UM``
+(1 um) inside the near window the near model reads every kept tile and ``wide_defocus_um`` is
+that 16-tile aggregate; otherwise the wide model reads the remaining tiles and decides as above.
+A frame near focus (a verify frame, every focus-lock frame) then costs 16 + N tile inferences
+instead of 2N; the two ways choose differently only when 16 tiles and all of them disagree by
+more than the margin at a window edge. ``near_gate_tiles=None`` has the wide model read every tile.
+
 ``max_tiles`` (default ``None``: every tile, the paper's method) bounds the work per frame for
 latency: tiles are examined in order of distance from the frame centre (the paper, section
 4.3, finds the centre more accurate) in batches, until ``max_tiles`` non-blank tiles are found
@@ -68,6 +77,8 @@ from models.errors import ModelInputError
 from models.tiles import blank_mask, extract_tiles, tile_grid, to_unit_float
 
 __all__ = [
+    "DEFAULT_NEAR_GATE_TILES",
+    "NEAR_GATE_MARGIN_UM",
     "RUNTIMES",
     "NearModel",
     "Prediction",
@@ -81,6 +92,10 @@ log = logging.getLogger(__name__)
 
 RUNTIMES = ("torch", "onnx")
 Runtime = Literal["torch", "onnx"]
+# The near-model gate (module docstring): the wide model first reads this many centre tiles, and
+# their aggregate settles the choice when it lies this far inside the near model's window.
+DEFAULT_NEAR_GATE_TILES = 16
+NEAR_GATE_MARGIN_UM = 1.0
 
 
 # --------------------------------------------------------------------------------------------
@@ -125,7 +140,8 @@ class Prediction:
     timings_ms: dict[str, float] = field(default_factory=dict)
     tiles_examined: int | None = None  # tiles the discriminant looked at (< tiles_total only with max_tiles)
     model: str = "wide"  # "near" when the near-focus model's estimates replaced the wide model's
-    wide_defocus_um: float | None = None  # the wide model's aggregate, which chose the model
+    # the wide model's aggregate that chose the model (with "near": possibly the gate tiles' only)
+    wide_defocus_um: float | None = None
     # the frame's mean intensity, 0..1 of full scale (autofocus.brightness): a calibration over
     # several fields uses it to take out the part of a field's reading bias that follows it
     brightness: float | None = None
@@ -340,6 +356,7 @@ class Predictor:
         max_tiles: int | None = None,
         source: str = "",
         near: NearModel | None = None,
+        near_gate_tiles: int | None = DEFAULT_NEAR_GATE_TILES,
     ) -> None:
         if aggregate not in AGGREGATES:
             raise ValueError(f"aggregate must be one of {AGGREGATES}, got {aggregate!r}")
@@ -351,6 +368,13 @@ class Predictor:
             raise ValueError("spread_scale_um must be > 0 and spread_relative >= 0")
         if max_tiles is not None and (isinstance(max_tiles, bool) or not isinstance(max_tiles, int) or max_tiles < 1):
             raise ValueError(f"max_tiles must be None (all tiles) or an integer >= 1, got {max_tiles!r}")
+        if near_gate_tiles is not None and (
+            isinstance(near_gate_tiles, bool) or not isinstance(near_gate_tiles, int) or near_gate_tiles < 1
+        ):
+            raise ValueError(
+                f"near_gate_tiles must be None (the wide model reads every tile) or an integer >= 1, "
+                f"got {near_gate_tiles!r}"
+            )
         self._runtime = runtime
         self.meta = dict(meta)
         self.patch_size = int(self.meta.get("patch_size", 224))
@@ -362,6 +386,7 @@ class Predictor:
         self.max_tiles = max_tiles
         self.source = source
         self.near = near
+        self.near_gate_tiles = near_gate_tiles
 
     @property
     def runtime(self) -> str:
@@ -387,6 +412,7 @@ class Predictor:
         max_tiles: int | None = None,
         cache_dir: str | os.PathLike[str] | None = None,
         near_model: str | os.PathLike[str] | None = None,
+        near_gate_tiles: int | None = DEFAULT_NEAR_GATE_TILES,
     ) -> Predictor:
         """Load a checkpoint (``None``: the bundled one) or a shipped ``.onnx`` for ``runtime``.
 
@@ -428,6 +454,7 @@ class Predictor:
             spread_scale_um=spread_scale_um,
             spread_relative=spread_relative,
             max_tiles=max_tiles,
+            near_gate_tiles=near_gate_tiles,
         )
 
     # -- input -----------------------------------------------------------------------------
@@ -464,16 +491,14 @@ class Predictor:
         # None: not examined (only with max_tiles); True/False: the discriminant's answer.
         blank: list[bool | None] = [None] * n
         estimates = np.full(n, np.nan, dtype=np.float64)
-        if self.max_tiles is None or self.max_tiles >= n:
-            order = list(range(n))
-            batch_size = n
-        else:
-            cy, cx = h / 2.0, w / 2.0
-            order = sorted(
-                range(n),
-                key=lambda i: (tiles[i].y0 + tiles[i].size / 2 - cy) ** 2 + (tiles[i].x0 + tiles[i].size / 2 - cx) ** 2,
-            )
-            batch_size = self.max_tiles
+        # Tiles are examined nearest the centre first: a tile budget keeps the centre, and the
+        # near-model gate reads the first kept ones.
+        cy, cx = h / 2.0, w / 2.0
+        order = sorted(
+            range(n),
+            key=lambda i: (tiles[i].y0 + tiles[i].size / 2 - cy) ** 2 + (tiles[i].x0 + tiles[i].size / 2 - cx) ** 2,
+        )
+        batch_size = n if self.max_tiles is None else min(n, self.max_tiles)
         t_blank = 0.0
         kept: list[int] = []
         kept_patches: list[np.ndarray] = []
@@ -499,8 +524,9 @@ class Predictor:
         if kept:
             batch = np.ascontiguousarray(np.concatenate(kept_patches))
             kept_index = np.asarray(kept, dtype=np.int64)
-            estimates[kept_index] = self._runtime.run(batch)
-            wide_defocus = aggregate_estimates(estimates[used], self.aggregate, self.trim_fraction)
+            wide_defocus, wide_estimates = self._read_wide(batch)
+            if wide_estimates is not None:
+                estimates[kept_index] = wide_estimates
             if self.near is not None and self.near.window_um[0] <= wide_defocus <= self.near.window_um[1]:
                 tn = time.perf_counter()
                 estimates[kept_index] = self.near.runtime.run(batch)
@@ -578,6 +604,28 @@ class Predictor:
                 "total": (t5 - t0) * 1e3,
             },
         )
+
+    def _read_wide(self, batch: np.ndarray) -> tuple[float, np.ndarray | None]:
+        """The wide model's aggregate over the kept tiles (``batch``, nearest the centre first) and
+        its tile estimates.
+
+        With a near model and more than ``near_gate_tiles`` kept tiles, the wide model first reads
+        the first ``near_gate_tiles`` of them. When their aggregate lies inside the near window by
+        at least ``NEAR_GATE_MARGIN_UM`` the near model reads the frame anyway: that aggregate is
+        returned with no tile estimates (``None``). Otherwise the wide model reads the other kept
+        tiles too and the aggregate of all of them decides.
+        """
+        gate = self.near_gate_tiles
+        if self.near is None or gate is None or gate >= len(batch):
+            wide = self._runtime.run(batch)
+            return aggregate_estimates(wide, self.aggregate, self.trim_fraction), wide
+        gate_estimates = self._runtime.run(batch[:gate])
+        gate_defocus = aggregate_estimates(gate_estimates, self.aggregate, self.trim_fraction)
+        lo, hi = self.near.window_um
+        if lo + NEAR_GATE_MARGIN_UM <= gate_defocus <= hi - NEAR_GATE_MARGIN_UM:
+            return gate_defocus, None
+        wide = np.concatenate([gate_estimates, self._runtime.run(batch[gate:])])
+        return aggregate_estimates(wide, self.aggregate, self.trim_fraction), wide
 
 
 def region_of(y_px: float, x_px: float, height: int, width: int) -> tuple[int, int]:

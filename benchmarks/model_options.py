@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from autofocus.aggregation import DEFAULT_AGGREGATE
-from autofocus.predictor import Predictor
+from autofocus.predictor import DEFAULT_NEAR_GATE_TILES, Predictor
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -27,6 +27,7 @@ def open_predictor(
     threads: int = 2,
     aggregate: str = DEFAULT_AGGREGATE,
     max_tiles: int | None = None,
+    near_gate_tiles: int | None = DEFAULT_NEAR_GATE_TILES,
 ) -> Predictor:
     """The predictor ``args.model`` and ``args.near_model`` name (``predictor.description`` says which)."""
     return Predictor.from_checkpoint(
@@ -36,6 +37,7 @@ def open_predictor(
         aggregate=aggregate,
         max_tiles=max_tiles,
         near_model=args.near_model,
+        near_gate_tiles=near_gate_tiles,
     )
 
 

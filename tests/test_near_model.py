@@ -121,3 +121,81 @@ def test_resolve_near_model_choices(tmp_path: Path) -> None:
     assert resolve_near_model(str(tmp_path / "n.pt"), None) == tmp_path / "n.pt"
     with pytest.raises(ValueError, match=r"'auto'.*'none'.*path"):
         resolve_near_model("  ", None)
+
+
+# -- the near-model gate ------------------------------------------------------------------------
+def centre_first(tiles: list[dict], height: int, width: int) -> list[dict]:
+    """Tiles ordered by distance of their centre from the frame centre (ties: row-major order)."""
+
+    def distance(t: dict) -> float:
+        return (t["y0"] + t["size"] / 2 - height / 2) ** 2 + (t["x0"] + t["size"] / 2 - width / 2) ** 2
+
+    return sorted(tiles, key=distance)
+
+
+@pytest.fixture(scope="module")
+def wide_network() -> torch.nn.Module:
+    return load_checkpoint(None).model.eval()
+
+
+def gate_frame() -> tuple[np.ndarray, list[tuple[int, int]]]:
+    """A 5 x 6-tile frame with two blank tiles, one of them near the centre."""
+    frame = busy_image(1120, 1344, seed=6)
+    frame[448:672, 448:672] = 200  # tile (2, 2)
+    frame[:224, :224] = 200  # tile (0, 0)
+    return frame, [(2, 2), (0, 0)]
+
+
+def test_gate_tiles_choose_the_near_model_when_clearly_inside(
+    wide: Predictor, wide_network: torch.nn.Module, near_network: torch.nn.Module, tmp_path: Path
+) -> None:
+    frame, blanks = gate_frame()
+    plain = wide.predict(frame)
+    used = [t for t in plain.tiles if not t["blank"]]
+    assert len(used) == 28 and sorted((t["row"], t["col"]) for t in plain.tiles if t["blank"]) == sorted(blanks)
+    gate = centre_first(used, 1120, 1344)[:16]
+    patches = np.stack([frame[t["y0"] : t["y0"] + 224, t["x0"] : t["x0"] + 224] for t in gate])
+    g = aggregate_estimates(net_on(wide_network, patches), DEFAULT_AGGREGATE, 0.2)
+    assert abs(g - plain.defocus_um) > 1e-3  # 16 tiles read differently from all 28
+    path = near_copy(tmp_path, [g - 3.0, g + 3.0])
+    gated = Predictor.from_checkpoint(None, runtime="torch", threads=1, near_model=path)
+    ungated = Predictor.from_checkpoint(None, runtime="torch", threads=1, near_model=path, near_gate_tiles=None)
+    assert gated.near_gate_tiles == 16
+    pred, full = gated.predict(frame), ungated.predict(frame)
+    assert pred.model == full.model == "near"
+    assert pred.wide_defocus_um == pytest.approx(g, abs=1e-4)
+    assert full.wide_defocus_um == pytest.approx(plain.defocus_um, abs=1e-6)
+    all_patches = np.stack([frame[t["y0"] : t["y0"] + 224, t["x0"] : t["x0"] + 224] for t in used])
+    expected = net_on(near_network, all_patches)
+    np.testing.assert_allclose([t["defocus_um"] for t in pred.tiles if not t["blank"]], expected, atol=1e-4)
+    assert pred.defocus_um == pytest.approx(full.defocus_um, abs=1e-6)
+    assert pred.confidence == pytest.approx(full.confidence, abs=1e-9)
+
+
+@pytest.mark.parametrize("offset", [0.5, -0.5])
+def test_gate_inside_the_margin_lets_every_tile_decide(
+    wide: Predictor, wide_network: torch.nn.Module, tmp_path: Path, offset: float
+) -> None:
+    frame, _ = gate_frame()
+    plain = wide.predict(frame)
+    used = [t for t in plain.tiles if not t["blank"]]
+    gate = centre_first(used, 1120, 1344)[:16]
+    patches = np.stack([frame[t["y0"] : t["y0"] + 224, t["x0"] : t["x0"] + 224] for t in gate])
+    g = aggregate_estimates(net_on(wide_network, patches), DEFAULT_AGGREGATE, 0.2)
+    # the gate reading lies 0.5 um inside one edge of the window: less than the 1 um margin
+    window = [g - 0.5, g + 5.0] if offset > 0 else [g - 5.0, g + 0.5]
+    pred = Predictor.from_checkpoint(None, runtime="torch", threads=1, near_model=near_copy(tmp_path, window)).predict(
+        frame
+    )
+    w = plain.defocus_um
+    assert pred.wide_defocus_um == pytest.approx(w, abs=1e-5)
+    assert pred.model == ("near" if window[0] <= w <= window[1] else "wide")
+    if pred.model == "wide":
+        assert pred.defocus_um == pytest.approx(w, abs=1e-5)
+        assert pred.timings_ms["near_inference"] == 0.0
+
+
+@pytest.mark.parametrize("bad", [0, -3, True, 2.5, "16"])
+def test_near_gate_tiles_must_be_a_positive_count_or_none(bad: object) -> None:
+    with pytest.raises(ValueError, match=r"near_gate_tiles must be None .* integer >= 1"):
+        Predictor.from_checkpoint(None, runtime="torch", threads=1, near_gate_tiles=bad)  # type: ignore[arg-type]
