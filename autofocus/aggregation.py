@@ -3,6 +3,11 @@
 ``"mean"`` is the paper's; ``"median"`` and ``"trimmed"`` are robust to a few wrong tiles. The
 default, ``DEFAULT_AGGREGATE``, is ``"trimmed"``: measured in closed loop, see ``autofocus.predictor``.
 The command line and the service settings take their choices and default from here.
+
+``far_reading``: beyond +-``FAR_READING_UM`` the wide model's tiles saturate unevenly (many flatten
+near +-8 um while some still follow the defocus), so there the predictor reports the
+``DEFAULT_FAR_QUANTILE`` (75th percentile) of the tile estimates on the reading's side instead
+(``autofocus.predictor``, "Far readings").
 """
 
 from __future__ import annotations
@@ -12,11 +17,21 @@ from typing import Literal
 
 import numpy as np
 
-__all__ = ["AGGREGATES", "DEFAULT_AGGREGATE", "Aggregate", "aggregate_estimates"]
+__all__ = [
+    "AGGREGATES",
+    "DEFAULT_AGGREGATE",
+    "DEFAULT_FAR_QUANTILE",
+    "FAR_READING_UM",
+    "Aggregate",
+    "aggregate_estimates",
+    "far_reading",
+]
 
 AGGREGATES = ("mean", "median", "trimmed")
 DEFAULT_AGGREGATE = "trimmed"
 Aggregate = Literal["mean", "median", "trimmed"]
+FAR_READING_UM = 6.0  # the bundled near-focus model's window ends here on the positive side
+DEFAULT_FAR_QUANTILE = 0.75
 
 
 def aggregate_estimates(values: np.ndarray, method: str, trim_fraction: float = 0.2) -> float:
@@ -39,3 +54,19 @@ def aggregate_estimates(values: np.ndarray, method: str, trim_fraction: float = 
     k = math.floor(v.size * trim_fraction)
     v = np.sort(v)
     return float(v[k : v.size - k].mean())
+
+
+def far_reading(values: np.ndarray, reading_um: float, quantile: float) -> float:
+    """``reading_um`` unchanged within +-``FAR_READING_UM``; beyond, the ``quantile`` of ``values``
+    towards the reading's side (``quantile`` for a positive reading, ``1 - quantile`` for a negative).
+
+    ``quantile`` in [0.5, 1]: 0.5 is the median, 1 the most extreme tile.
+    """
+    if not 0.5 <= quantile <= 1.0:
+        raise ValueError(f"far quantile must be in [0.5, 1], got {quantile!r}")
+    if abs(reading_um) <= FAR_READING_UM:
+        return reading_um
+    v = np.asarray(values, dtype=np.float64).ravel()
+    if v.size == 0:
+        raise ValueError("cannot aggregate an empty set of tile estimates")
+    return float(np.quantile(v, quantile if reading_um > 0 else 1.0 - quantile))

@@ -31,12 +31,27 @@ predictor as configured, so it covers the switch between the two models.
 
 **Near-model gate.** The wide model's reading only has to say whether the near model reads the
 frame, so on a frame with more than ``near_gate_tiles`` (default 16) kept tiles the wide model
-first reads the 16 nearest the centre. When their aggregate lies at least ``NEAR_GATE_MARGIN_UM``
-(1 um) inside the near window the near model reads every kept tile and ``wide_defocus_um`` is
-that 16-tile aggregate; otherwise the wide model reads the remaining tiles and decides as above.
-A frame near focus (a verify frame, every focus-lock frame) then costs 16 + N tile inferences
-instead of 2N; the two ways choose differently only when 16 tiles and all of them disagree by
-more than the margin at a window edge. ``near_gate_tiles=None`` has the wide model read every tile.
+first reads 16 of them spread evenly over the frame (every k-th kept tile in row-major order).
+When their aggregate lies at least ``NEAR_GATE_MARGIN_UM`` (1 um) inside the near window the near
+model reads every kept tile and ``wide_defocus_um`` is that 16-tile aggregate; otherwise the wide
+model reads the remaining tiles and decides as above. A frame near focus (a verify frame, every
+focus-lock frame) then costs 16 + N tile inferences instead of 2N. Spread tiles, not the centre
+ones: on 96 full frames near the window's edges (-3..-1 and +4.5..+7.5 um) the 16 spread tiles'
+aggregate differed from all tiles' by sd 0.24 um, the 16 centre tiles' by 0.47 um (the centre of
+stained tissue reads 0.5-0.65 um lower at +4.5..+7.5 um), so the two ways choose differently only
+when the 16 tiles stray 1 um or more at a window edge.
+``near_gate_tiles=None`` has the wide model read every tile.
+
+**Far readings.** Far from focus the wide model's tiles saturate unevenly: on cells most flatten
+near +8 um while some still follow the defocus, so the aggregate flattens and a calibration
+cannot tell +8 from +10 um. Where the wide model reads the frame and its aggregate lies beyond
++-``FAR_READING_UM`` (6 um), ``defocus_um`` is instead the ``far_quantile`` (default 0.75) of the
+tile estimates on the reading's side (the 75th percentile for a positive reading, the 25th for a
+negative one; ``autofocus.aggregation.far_reading``); ``wide_defocus_um`` keeps the aggregate.
+Offline (12 fields per specimen, 1344x1120 frames, 0.5 um planes beyond +-6 um, curves from 6
+fields) this put the defocus within 1 um on 69 % of cells frames beyond +6 um (trimmed mean:
+56 %), 91 % beyond -6 um (89 %), and on 94 % / 97 % of tissue frames beyond +6 / -6 um (86 / 87 %).
+``far_quantile=None`` keeps the aggregate everywhere. The region map keeps the aggregate.
 
 ``max_tiles`` (default ``None``: every tile, the paper's method) bounds the work per frame for
 latency: tiles are examined in order of distance from the frame centre (the paper, section
@@ -71,7 +86,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from autofocus.aggregation import AGGREGATES, DEFAULT_AGGREGATE, aggregate_estimates
+from autofocus.aggregation import AGGREGATES, DEFAULT_AGGREGATE, DEFAULT_FAR_QUANTILE, aggregate_estimates, far_reading
 from autofocus.brightness import mean_brightness
 from models.errors import ModelInputError
 from models.tiles import blank_mask, extract_tiles, tile_grid, to_unit_float
@@ -92,7 +107,7 @@ log = logging.getLogger(__name__)
 
 RUNTIMES = ("torch", "onnx")
 Runtime = Literal["torch", "onnx"]
-# The near-model gate (module docstring): the wide model first reads this many centre tiles, and
+# The near-model gate (module docstring): the wide model first reads this many spread tiles, and
 # their aggregate settles the choice when it lies this far inside the near model's window.
 DEFAULT_NEAR_GATE_TILES = 16
 NEAR_GATE_MARGIN_UM = 1.0
@@ -357,6 +372,7 @@ class Predictor:
         source: str = "",
         near: NearModel | None = None,
         near_gate_tiles: int | None = DEFAULT_NEAR_GATE_TILES,
+        far_quantile: float | None = DEFAULT_FAR_QUANTILE,
     ) -> None:
         if aggregate not in AGGREGATES:
             raise ValueError(f"aggregate must be one of {AGGREGATES}, got {aggregate!r}")
@@ -375,6 +391,8 @@ class Predictor:
                 f"near_gate_tiles must be None (the wide model reads every tile) or an integer >= 1, "
                 f"got {near_gate_tiles!r}"
             )
+        if far_quantile is not None and not (isinstance(far_quantile, int | float) and 0.5 <= far_quantile <= 1.0):
+            raise ValueError(f"far_quantile must be None (off) or a number in [0.5, 1], got {far_quantile!r}")
         self._runtime = runtime
         self.meta = dict(meta)
         self.patch_size = int(self.meta.get("patch_size", 224))
@@ -387,6 +405,7 @@ class Predictor:
         self.source = source
         self.near = near
         self.near_gate_tiles = near_gate_tiles
+        self.far_quantile = far_quantile
 
     @property
     def runtime(self) -> str:
@@ -413,6 +432,7 @@ class Predictor:
         cache_dir: str | os.PathLike[str] | None = None,
         near_model: str | os.PathLike[str] | None = None,
         near_gate_tiles: int | None = DEFAULT_NEAR_GATE_TILES,
+        far_quantile: float | None = DEFAULT_FAR_QUANTILE,
     ) -> Predictor:
         """Load a checkpoint (``None``: the bundled one) or a shipped ``.onnx`` for ``runtime``.
 
@@ -455,6 +475,7 @@ class Predictor:
             spread_relative=spread_relative,
             max_tiles=max_tiles,
             near_gate_tiles=near_gate_tiles,
+            far_quantile=far_quantile,
         )
 
     # -- input -----------------------------------------------------------------------------
@@ -491,14 +512,16 @@ class Predictor:
         # None: not examined (only with max_tiles); True/False: the discriminant's answer.
         blank: list[bool | None] = [None] * n
         estimates = np.full(n, np.nan, dtype=np.float64)
-        # Tiles are examined nearest the centre first: a tile budget keeps the centre, and the
-        # near-model gate reads the first kept ones.
-        cy, cx = h / 2.0, w / 2.0
-        order = sorted(
-            range(n),
-            key=lambda i: (tiles[i].y0 + tiles[i].size / 2 - cy) ** 2 + (tiles[i].x0 + tiles[i].size / 2 - cx) ** 2,
-        )
-        batch_size = n if self.max_tiles is None else min(n, self.max_tiles)
+        if self.max_tiles is None or self.max_tiles >= n:
+            order = list(range(n))
+            batch_size = n
+        else:
+            cy, cx = h / 2.0, w / 2.0
+            order = sorted(
+                range(n),
+                key=lambda i: (tiles[i].y0 + tiles[i].size / 2 - cy) ** 2 + (tiles[i].x0 + tiles[i].size / 2 - cx) ** 2,
+            )
+            batch_size = self.max_tiles
         t_blank = 0.0
         kept: list[int] = []
         kept_patches: list[np.ndarray] = []
@@ -537,6 +560,8 @@ class Predictor:
         if used.size:
             values = estimates[used]
             defocus: float | None = aggregate_estimates(values, self.aggregate, self.trim_fraction)
+            if model == "wide" and self.far_quantile is not None:
+                defocus = far_reading(values, defocus, self.far_quantile)
             spread: float | None = float(values.std())
             confidence = compute_confidence(
                 defocus,
@@ -606,26 +631,34 @@ class Predictor:
         )
 
     def _read_wide(self, batch: np.ndarray) -> tuple[float, np.ndarray | None]:
-        """The wide model's aggregate over the kept tiles (``batch``, nearest the centre first) and
-        its tile estimates.
+        """The wide model's aggregate over the kept tiles (``batch``) and its tile estimates.
 
         With a near model and more than ``near_gate_tiles`` kept tiles, the wide model first reads
-        the first ``near_gate_tiles`` of them. When their aggregate lies inside the near window by
-        at least ``NEAR_GATE_MARGIN_UM`` the near model reads the frame anyway: that aggregate is
-        returned with no tile estimates (``None``). Otherwise the wide model reads the other kept
-        tiles too and the aggregate of all of them decides.
+        ``near_gate_tiles`` of them spread evenly through the batch. When their aggregate lies
+        inside the near window by at least ``NEAR_GATE_MARGIN_UM`` the near model reads the frame
+        anyway: that aggregate is returned with no tile estimates (``None``). Otherwise the wide
+        model reads the other kept tiles too and the aggregate of all of them decides.
         """
         gate = self.near_gate_tiles
         if self.near is None or gate is None or gate >= len(batch):
             wide = self._runtime.run(batch)
             return aggregate_estimates(wide, self.aggregate, self.trim_fraction), wide
-        gate_estimates = self._runtime.run(batch[:gate])
+        first = gate_positions(len(batch), gate)
+        gate_estimates = self._runtime.run(batch[first])
         gate_defocus = aggregate_estimates(gate_estimates, self.aggregate, self.trim_fraction)
         lo, hi = self.near.window_um
         if lo + NEAR_GATE_MARGIN_UM <= gate_defocus <= hi - NEAR_GATE_MARGIN_UM:
             return gate_defocus, None
-        wide = np.concatenate([gate_estimates, self._runtime.run(batch[gate:])])
+        rest = np.setdiff1d(np.arange(len(batch)), first)
+        wide = np.empty(len(batch), dtype=np.float64)
+        wide[first] = gate_estimates
+        wide[rest] = self._runtime.run(batch[rest])
         return aggregate_estimates(wide, self.aggregate, self.trim_fraction), wide
+
+
+def gate_positions(kept: int, gate: int) -> np.ndarray:
+    """``gate`` positions spread evenly over ``0..kept-1`` (both ends included; ``gate <= kept``)."""
+    return np.unique(np.linspace(0, kept - 1, gate).round().astype(np.int64))
 
 
 def region_of(y_px: float, x_px: float, height: int, width: int) -> tuple[int, int]:

@@ -1,14 +1,14 @@
 """Predictor latency for one full 2592x1944 frame on 2 CPU threads: torch and ONNX Runtime.
 
 Target: the camera's frame period at 14 fps (71 ms). Prints median and p95 per runtime, the
-split between tiling, blank filter, inference and the near-focus model's second inference (the
-frame sits at +3 um, where a verify frame lands and the wide model's reading falls in the near
-model's range, so it is paid here), and the network's arithmetic per frame so the reader can see
-what limits it. By default the wide model reads only the 16 centre tiles there (the near-model
-gate, ``autofocus.predictor``); one more row, "no near gate", has it read every tile first.
-Writes benchmarks/results/predictor.json and .png.
+split between tiling, blank filter, inference and the near-focus model's second inference, and
+the network's arithmetic per frame so the reader can see what limits it. The frame sits at
+``--defocus-um`` (default +1.25 um, the first move's aim: where a verify frame lands and where the
+focus lock holds, so the near model's inference is paid). There the wide model reads only 16
+spread tiles to choose the near model (the near-model gate, ``autofocus.predictor``); one more row,
+"no near gate", has it read every tile first. Writes benchmarks/results/predictor.json and .png.
 
-    .venv/bin/python benchmarks/bench_predictor.py [--repeats 20] [--threads 2]
+    .venv/bin/python benchmarks/bench_predictor.py [--repeats 20] [--threads 2] [--defocus-um 1.25]
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ sys.path.insert(0, str(ROOT))
 from machine import cpu_model  # noqa: E402  (benchmarks/machine.py; scripts run from benchmarks/)
 from model_options import add_model_arguments, open_predictor  # noqa: E402
 
+from autofocus.calibration_settings import CALIBRATED_AIM_UM  # noqa: E402
 from autofocus.predictor import DEFAULT_NEAR_GATE_TILES  # noqa: E402
 from drivers.simulated import SimulatedMicroscope  # noqa: E402
 from models.checkpoint import load_checkpoint  # noqa: E402
@@ -71,6 +72,9 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--specimen", default="cells")
     parser.add_argument(
+        "--defocus-um", type=float, default=CALIBRATED_AIM_UM, help="true defocus of the frame (default: the aim)"
+    )
+    parser.add_argument(
         "--max-tiles", default="all,24,12", help="comma list: 'all' (the paper: every tile) and/or tile budgets"
     )
     args = parser.parse_args()
@@ -87,8 +91,7 @@ def main() -> int:
     scope = SimulatedMicroscope(seed=0, specimen=args.specimen)  # 20x/0.75, 2592x1944
     scope.camera.open()
     scope.focus_stage.open()
-    # +3 um (specimen beyond focus): where a verify frame lands, inside the near-focus model's range
-    scope.focus_stage.move_to(-scope.focus_stage.direction * 3.0)
+    scope.focus_stage.move_to(-scope.focus_stage.direction * args.defocus_um)
     frame = scope.camera.snap()
     truth = scope.true_defocus_um()
     print(f"frame: {frame.shape[1]}x{frame.shape[0]} {frame.dtype} ({args.specimen}, {truth:+.1f} um defocus)")

@@ -124,13 +124,10 @@ def test_resolve_near_model_choices(tmp_path: Path) -> None:
 
 
 # -- the near-model gate ------------------------------------------------------------------------
-def centre_first(tiles: list[dict], height: int, width: int) -> list[dict]:
-    """Tiles ordered by distance of their centre from the frame centre (ties: row-major order)."""
-
-    def distance(t: dict) -> float:
-        return (t["y0"] + t["size"] / 2 - height / 2) ** 2 + (t["x0"] + t["size"] / 2 - width / 2) ** 2
-
-    return sorted(tiles, key=distance)
+def gate_tiles(used: list[dict], gate: int = 16) -> list[dict]:
+    """The tiles the gate reads: ``gate`` spread evenly over the kept tiles in row-major order."""
+    positions = sorted({round(k * (len(used) - 1) / (gate - 1)) for k in range(gate)})
+    return [used[p] for p in positions]
 
 
 @pytest.fixture(scope="module")
@@ -153,7 +150,7 @@ def test_gate_tiles_choose_the_near_model_when_clearly_inside(
     plain = wide.predict(frame)
     used = [t for t in plain.tiles if not t["blank"]]
     assert len(used) == 28 and sorted((t["row"], t["col"]) for t in plain.tiles if t["blank"]) == sorted(blanks)
-    gate = centre_first(used, 1120, 1344)[:16]
+    gate = gate_tiles(used)
     patches = np.stack([frame[t["y0"] : t["y0"] + 224, t["x0"] : t["x0"] + 224] for t in gate])
     g = aggregate_estimates(net_on(wide_network, patches), DEFAULT_AGGREGATE, 0.2)
     assert abs(g - plain.defocus_um) > 1e-3  # 16 tiles read differently from all 28
@@ -179,7 +176,7 @@ def test_gate_inside_the_margin_lets_every_tile_decide(
     frame, _ = gate_frame()
     plain = wide.predict(frame)
     used = [t for t in plain.tiles if not t["blank"]]
-    gate = centre_first(used, 1120, 1344)[:16]
+    gate = gate_tiles(used)
     patches = np.stack([frame[t["y0"] : t["y0"] + 224, t["x0"] : t["x0"] + 224] for t in gate])
     g = aggregate_estimates(net_on(wide_network, patches), DEFAULT_AGGREGATE, 0.2)
     # the gate reading lies 0.5 um inside one edge of the window: less than the 1 um margin

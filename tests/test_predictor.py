@@ -8,6 +8,7 @@ here from the network and numpy, independently of ``autofocus.predictor``.
 from __future__ import annotations
 
 import math
+import statistics
 from pathlib import Path
 
 import cv2
@@ -18,10 +19,11 @@ import pytest
 import torch
 from scipy import stats
 
-from autofocus.aggregation import DEFAULT_AGGREGATE, aggregate_estimates
+from autofocus.aggregation import DEFAULT_AGGREGATE, FAR_READING_UM, aggregate_estimates, far_reading
 from autofocus.predictor import Predictor, compute_confidence
 from models.checkpoint import bundled_checkpoint_path, load_checkpoint
 from models.errors import ModelInputError
+from tests.sim_scope import open_scope
 
 
 def busy_image(height: int, width: int, seed: int = 0) -> np.ndarray:
@@ -144,6 +146,46 @@ def test_aggregate_rejects_bad_input() -> None:
         aggregate_estimates(np.array([]), "mean")
     with pytest.raises(ValueError, match="trim_fraction"):
         aggregate_estimates(np.ones(3), "trimmed", 0.5)
+
+
+def test_far_reading_takes_the_quantile_towards_its_side_beyond_the_limit() -> None:
+    values = np.array([3.0, 9.5, 7.0, 8.0, 6.5, 8.5, 7.5, 10.0, 4.0])
+    within = FAR_READING_UM - 0.01
+    assert far_reading(values, within, 0.75) == within and far_reading(-values, -within, 0.75) == -within
+    # the 75th percentile by linear interpolation between order statistics (statistics' "inclusive")
+    q75 = statistics.quantiles(values.tolist(), n=4, method="inclusive")[2]
+    q25_negative = statistics.quantiles((-values).tolist(), n=4, method="inclusive")[0]
+    assert far_reading(values, 6.5, 0.75) == pytest.approx(q75) == pytest.approx(8.5)
+    assert far_reading(-values, -6.5, 0.75) == pytest.approx(q25_negative) == pytest.approx(-8.5)
+    assert far_reading(values, 7.0, 0.5) == pytest.approx(float(np.median(values)))
+    assert far_reading(values, 7.0, 1.0) == 10.0
+    with pytest.raises(ValueError, match=r"far quantile must be in \[0.5, 1\], got 0.4"):
+        far_reading(values, 7.0, 0.4)
+    with pytest.raises(ValueError, match="empty"):
+        far_reading(np.array([]), 7.0, 0.75)
+
+
+@pytest.mark.parametrize("defocus_um", [9.0, -9.0])
+def test_far_frames_are_read_at_the_quantile_and_near_ones_with_the_aggregate(defocus_um: float) -> None:
+    scope = open_scope(seed=3, specimen="tissue", frame_shape=(672, 896))
+    scope.focus_stage.move_to(-scope.focus_stage.direction * defocus_um)
+    frame = scope.camera.snap()
+    far = Predictor.from_checkpoint(None, runtime="torch", threads=1)
+    plain = Predictor.from_checkpoint(None, runtime="torch", threads=1, far_quantile=None)
+    assert far.far_quantile == 0.75 and plain.far_quantile is None
+    a, b = far.predict(frame), plain.predict(frame)
+    values = np.array([t["defocus_um"] for t in b.tiles if not t["blank"]])
+    trimmed = aggregate_estimates(values, DEFAULT_AGGREGATE, 0.2)
+    assert b.defocus_um == pytest.approx(trimmed, abs=1e-9)
+    assert abs(trimmed) > FAR_READING_UM  # the model reads this frame beyond the limit
+    expected = statistics.quantiles(values.tolist(), n=4, method="inclusive")[2 if trimmed > 0 else 0]
+    assert a.defocus_um == pytest.approx(expected, abs=1e-9)
+    assert abs(a.defocus_um) > abs(trimmed)  # the tiles that still resolve the defocus read further
+    assert a.wide_defocus_um == pytest.approx(trimmed, abs=1e-9)  # the aggregate is kept
+    near_frame = busy_image(672, 896, 5)
+    assert far.predict(near_frame).defocus_um == pytest.approx(plain.predict(near_frame).defocus_um, abs=1e-12)
+    with pytest.raises(ValueError, match=r"far_quantile must be None \(off\) or a number in \[0.5, 1\]"):
+        Predictor.from_checkpoint(None, runtime="torch", threads=1, far_quantile=0.3)
 
 
 def test_confidence_formula_and_bounds() -> None:
