@@ -43,15 +43,17 @@ when the 16 tiles stray 1 um or more at a window edge.
 ``near_gate_tiles=None`` has the wide model read every tile.
 
 **Far readings.** Far from focus the wide model's tiles saturate unevenly: on cells most flatten
-near +8 um while some still follow the defocus, so the aggregate flattens and a calibration
-cannot tell +8 from +10 um. Where the wide model reads the frame and its aggregate lies beyond
+near +8 um while some still follow the defocus, so the aggregate flattens early and scatters from
+field to field. Where the wide model reads the frame and its aggregate lies beyond
 +-``FAR_READING_UM`` (6 um), ``defocus_um`` is instead the ``far_quantile`` (default 0.75) of the
 tile estimates on the reading's side (the 75th percentile for a positive reading, the 25th for a
 negative one; ``autofocus.aggregation.far_reading``); ``wide_defocus_um`` keeps the aggregate.
 Offline (12 fields per specimen, 1344x1120 frames, 0.5 um planes beyond +-6 um, curves from 6
 fields) this put the defocus within 1 um on 69 % of cells frames beyond +6 um (trimmed mean:
 56 %), 91 % beyond -6 um (89 %), and on 94 % / 97 % of tissue frames beyond +6 / -6 um (86 / 87 %).
-``far_quantile=None`` keeps the aggregate everywhere. The region map keeps the aggregate.
+In closed loop it narrowed the first moves from the far ends and bounded the worst run
+(``docs/autofocus.md``, "Far readings"). ``far_quantile=None`` keeps the aggregate everywhere.
+The region map keeps the aggregate.
 
 ``max_tiles`` (default ``None``: every tile, the paper's method) bounds the work per frame for
 latency: tiles are examined in order of distance from the frame centre (the paper, section
