@@ -24,13 +24,16 @@ __all__ = [
     "FAR_READING_UM",
     "Aggregate",
     "aggregate_estimates",
+    "check_far_quantile",
     "far_reading",
 ]
 
 AGGREGATES = ("mean", "median", "trimmed")
 DEFAULT_AGGREGATE = "trimmed"
 Aggregate = Literal["mean", "median", "trimmed"]
-FAR_READING_UM = 6.0  # the bundled near-focus model's window ends here on the positive side
+# A fixed limit on both sides, whatever near model is loaded: beyond it the bundled wide model's
+# tiles flatten unevenly (on the positive side it is also where the bundled near window ends).
+FAR_READING_UM = 6.0
 DEFAULT_FAR_QUANTILE = 0.75
 
 
@@ -56,14 +59,19 @@ def aggregate_estimates(values: np.ndarray, method: str, trim_fraction: float = 
     return float(v[k : v.size - k].mean())
 
 
+def check_far_quantile(quantile: float) -> None:
+    """``ValueError`` unless ``quantile`` is a number in [0.5, 1] (0.5: the median, 1: the most extreme tile)."""
+    if isinstance(quantile, bool) or not isinstance(quantile, int | float) or not 0.5 <= quantile <= 1.0:
+        raise ValueError(f"far_quantile must be a number in [0.5, 1], got {quantile!r}")
+
+
 def far_reading(values: np.ndarray, reading_um: float, quantile: float) -> float:
     """``reading_um`` unchanged within +-``FAR_READING_UM``; beyond, the ``quantile`` of ``values``
     towards the reading's side (``quantile`` for a positive reading, ``1 - quantile`` for a negative).
 
     ``quantile`` in [0.5, 1]: 0.5 is the median, 1 the most extreme tile.
     """
-    if not 0.5 <= quantile <= 1.0:
-        raise ValueError(f"far quantile must be in [0.5, 1], got {quantile!r}")
+    check_far_quantile(quantile)
     if abs(reading_um) <= FAR_READING_UM:
         return reading_um
     v = np.asarray(values, dtype=np.float64).ravel()

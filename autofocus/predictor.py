@@ -31,10 +31,11 @@ predictor as configured, so it covers the switch between the two models.
 
 **Near-model gate.** The wide model's reading only has to say whether the near model reads the
 frame, so on a frame with more than ``near_gate_tiles`` (default 16) kept tiles the wide model
-first reads 16 of them spread evenly over the frame (every k-th kept tile in row-major order).
-When their aggregate lies at least ``NEAR_GATE_MARGIN_UM`` (1 um) inside the near window the near
-model reads every kept tile and ``wide_defocus_um`` is that 16-tile aggregate; otherwise the wide
-model reads the remaining tiles and decides as above. A frame near focus (a verify frame, every
+first reads that many of them spread evenly over the frame (every k-th kept tile in row-major
+order). When their aggregate lies at least ``NEAR_GATE_MARGIN_UM`` (1 um) inside the near window
+the near model reads every kept tile and ``wide_defocus_um`` is that gate aggregate; otherwise
+(outside the window or near its edges) the wide model reads the remaining tiles and decides as
+above. A frame near focus (a verify frame, every
 focus-lock frame) then costs 16 + N tile inferences instead of 2N. Spread tiles, not the centre
 ones: on 96 full frames near the window's edges (-3..-1 and +4.5..+7.5 um) the 16 spread tiles'
 aggregate differed from all tiles' by sd 0.24 um, the 16 centre tiles' by 0.47 um (the centre of
@@ -67,7 +68,8 @@ Confidence (in [0, 1]) combines how many tiles were usable and how well they agr
     agreement = 1 / (1 + (spread_um / tolerance) ** 2)
     confidence = coverage * agreement            (0 when no tile was usable)
 
-where ``spread_um`` is the standard deviation (ddof=0) of the used tiles' estimates and
+where ``defocus_um`` is the reported reading (the far reading beyond +-6 um, so far frames get a
+little more tolerance), ``spread_um`` the standard deviation (ddof=0) of the used tiles' estimates and
 ``tiles_examined`` the number of tiles the discriminant looked at (all of them by default). The
 tolerance grows with |defocus| because tiles disagree more far from focus while a large
 estimate is still useful for a first move. The 3x3 region map (paper section 4.3) splits the
@@ -88,7 +90,14 @@ from typing import Any, Literal
 
 import numpy as np
 
-from autofocus.aggregation import AGGREGATES, DEFAULT_AGGREGATE, DEFAULT_FAR_QUANTILE, aggregate_estimates, far_reading
+from autofocus.aggregation import (
+    AGGREGATES,
+    DEFAULT_AGGREGATE,
+    DEFAULT_FAR_QUANTILE,
+    aggregate_estimates,
+    check_far_quantile,
+    far_reading,
+)
 from autofocus.brightness import mean_brightness
 from models.errors import ModelInputError
 from models.tiles import blank_mask, extract_tiles, tile_grid, to_unit_float
@@ -387,14 +396,14 @@ class Predictor:
         if max_tiles is not None and (isinstance(max_tiles, bool) or not isinstance(max_tiles, int) or max_tiles < 1):
             raise ValueError(f"max_tiles must be None (all tiles) or an integer >= 1, got {max_tiles!r}")
         if near_gate_tiles is not None and (
-            isinstance(near_gate_tiles, bool) or not isinstance(near_gate_tiles, int) or near_gate_tiles < 1
+            isinstance(near_gate_tiles, bool) or not isinstance(near_gate_tiles, int) or near_gate_tiles < 2
         ):
             raise ValueError(
-                f"near_gate_tiles must be None (the wide model reads every tile) or an integer >= 1, "
+                f"near_gate_tiles must be None (the wide model reads every tile) or an integer >= 2, "
                 f"got {near_gate_tiles!r}"
             )
-        if far_quantile is not None and not (isinstance(far_quantile, int | float) and 0.5 <= far_quantile <= 1.0):
-            raise ValueError(f"far_quantile must be None (off) or a number in [0.5, 1], got {far_quantile!r}")
+        if far_quantile is not None:
+            check_far_quantile(far_quantile)
         self._runtime = runtime
         self.meta = dict(meta)
         self.patch_size = int(self.meta.get("patch_size", 224))
@@ -549,10 +558,11 @@ class Predictor:
         if kept:
             batch = np.ascontiguousarray(np.concatenate(kept_patches))
             kept_index = np.asarray(kept, dtype=np.int64)
-            wide_defocus, wide_estimates = self._read_wide(batch)
+            wide_defocus, wide_estimates = self._read_wide(batch, kept_index)
             if wide_estimates is not None:
                 estimates[kept_index] = wide_estimates
-            if self.near is not None and self.near.window_um[0] <= wide_defocus <= self.near.window_um[1]:
+            in_window = self.near is not None and self.near.window_um[0] <= wide_defocus <= self.near.window_um[1]
+            if self.near is not None and (wide_estimates is None or in_window):
                 tn = time.perf_counter()
                 estimates[kept_index] = self.near.runtime.run(batch)
                 t_near = time.perf_counter() - tn
@@ -632,20 +642,22 @@ class Predictor:
             },
         )
 
-    def _read_wide(self, batch: np.ndarray) -> tuple[float, np.ndarray | None]:
-        """The wide model's aggregate over the kept tiles (``batch``) and its tile estimates.
+    def _read_wide(self, batch: np.ndarray, kept_index: np.ndarray) -> tuple[float, np.ndarray | None]:
+        """The wide model's aggregate over the kept tiles (``batch``, tile indices ``kept_index``)
+        and its tile estimates; ``None`` for the estimates when the gate chose the near model.
 
         With a near model and more than ``near_gate_tiles`` kept tiles, the wide model first reads
-        ``near_gate_tiles`` of them spread evenly through the batch. When their aggregate lies
-        inside the near window by at least ``NEAR_GATE_MARGIN_UM`` the near model reads the frame
-        anyway: that aggregate is returned with no tile estimates (``None``). Otherwise the wide
+        ``near_gate_tiles`` of them spread evenly over the kept tiles in row-major order. When
+        their aggregate lies at least ``NEAR_GATE_MARGIN_UM`` inside the near window, the near
+        model will read the frame: that aggregate is returned with ``None``. Otherwise the wide
         model reads the other kept tiles too and the aggregate of all of them decides.
         """
         gate = self.near_gate_tiles
         if self.near is None or gate is None or gate >= len(batch):
             wide = self._runtime.run(batch)
             return aggregate_estimates(wide, self.aggregate, self.trim_fraction), wide
-        first = gate_positions(len(batch), gate)
+        # with max_tiles the batch is in order of distance from the centre: spread by tile index
+        first = np.argsort(kept_index, kind="stable")[gate_positions(len(batch), gate)]
         gate_estimates = self._runtime.run(batch[first])
         gate_defocus = aggregate_estimates(gate_estimates, self.aggregate, self.trim_fraction)
         lo, hi = self.near.window_um
@@ -659,8 +671,11 @@ class Predictor:
 
 
 def gate_positions(kept: int, gate: int) -> np.ndarray:
-    """``gate`` positions spread evenly over ``0..kept-1`` (both ends included; ``gate <= kept``)."""
-    return np.unique(np.linspace(0, kept - 1, gate).round().astype(np.int64))
+    """``gate`` positions spread evenly over ``0..kept-1``, the first and the last included
+    (``2 <= gate <= kept``)."""
+    if not 2 <= gate <= kept:
+        raise ValueError(f"gate_positions needs 2 <= gate <= kept, got gate={gate}, kept={kept}")
+    return np.linspace(0, kept - 1, gate).round().astype(np.int64)
 
 
 def region_of(y_px: float, x_px: float, height: int, width: int) -> tuple[int, int]:

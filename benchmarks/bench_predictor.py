@@ -5,8 +5,9 @@ split between tiling, blank filter, inference and the near-focus model's second 
 the network's arithmetic per frame so the reader can see what limits it. The frame sits at
 ``--defocus-um`` (default +1.25 um, the first move's aim: where a verify frame lands and where the
 focus lock holds, so the near model's inference is paid). There the wide model reads only 16
-spread tiles to choose the near model (the near-model gate, ``autofocus.predictor``); one more row,
-"no near gate", has it read every tile first. Writes benchmarks/results/predictor.json and .png.
+spread tiles to choose the near model where more than 16 are kept (the near-model gate,
+``autofocus.predictor``); one more row, "no near gate", has it read every tile first.
+Writes benchmarks/results/predictor.json and .png.
 
     .venv/bin/python benchmarks/bench_predictor.py [--repeats 20] [--threads 2] [--defocus-um 1.25]
 """

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from autofocus.aggregation import DEFAULT_AGGREGATE, aggregate_estimates
-from autofocus.predictor import Predictor, resolve_near_model
+from autofocus.predictor import Predictor, gate_positions, resolve_near_model
 from models.checkpoint import bundled_near_checkpoint_path, load_checkpoint, save_checkpoint
 from tests.test_predictor import busy_image, net_on
 
@@ -124,7 +124,7 @@ def test_resolve_near_model_choices(tmp_path: Path) -> None:
 
 
 # -- the near-model gate ------------------------------------------------------------------------
-def gate_tiles(used: list[dict], gate: int = 16) -> list[dict]:
+def gate_tiles(used: list[dict[str, object]], gate: int = 16) -> list[dict[str, object]]:
     """The tiles the gate reads: ``gate`` spread evenly over the kept tiles in row-major order."""
     positions = sorted({round(k * (len(used) - 1) / (gate - 1)) for k in range(gate)})
     return [used[p] for p in positions]
@@ -192,7 +192,33 @@ def test_gate_inside_the_margin_lets_every_tile_decide(
         assert pred.timings_ms["near_inference"] == 0.0
 
 
-@pytest.mark.parametrize("bad", [0, -3, True, 2.5, "16"])
-def test_near_gate_tiles_must_be_a_positive_count_or_none(bad: object) -> None:
-    with pytest.raises(ValueError, match=r"near_gate_tiles must be None .* integer >= 1"):
+def test_gate_with_a_tile_budget_spreads_over_the_kept_tiles_by_position(
+    wide_network: torch.nn.Module, tmp_path: Path
+) -> None:
+    frame, _ = gate_frame()
+    budget = Predictor.from_checkpoint(None, runtime="torch", threads=1, max_tiles=24)
+    plain = budget.predict(frame)
+    kept = [t for t in plain.tiles if t["examined"] and not t["blank"]]  # row-major order
+    assert len(kept) == 24 and sum(not t["examined"] for t in plain.tiles) > 0
+    gate = gate_tiles(kept)
+    patches = np.stack([frame[t["y0"] : t["y0"] + 224, t["x0"] : t["x0"] + 224] for t in gate])
+    g = aggregate_estimates(net_on(wide_network, patches), DEFAULT_AGGREGATE, 0.2)
+    path = near_copy(tmp_path, [g - 3.0, g + 3.0])
+    pred = Predictor.from_checkpoint(None, runtime="torch", threads=1, max_tiles=24, near_model=path).predict(frame)
+    assert pred.model == "near" and pred.wide_defocus_um == pytest.approx(g, abs=1e-4)
+    assert [t["examined"] for t in pred.tiles] == [t["examined"] for t in plain.tiles]
+
+
+def test_gate_positions_spread_from_first_to_last() -> None:
+    positions = gate_positions(28, 16)
+    assert positions[0] == 0 and positions[-1] == 27 and np.all(np.diff(positions) >= 1) and positions.size == 16
+    with pytest.raises(ValueError, match="2 <= gate <= kept"):
+        gate_positions(5, 1)
+    with pytest.raises(ValueError, match="2 <= gate <= kept"):
+        gate_positions(5, 6)
+
+
+@pytest.mark.parametrize("bad", [0, 1, -3, True, 2.5, "16"])
+def test_near_gate_tiles_must_be_a_count_of_two_or_more_or_none(bad: object) -> None:
+    with pytest.raises(ValueError, match=r"near_gate_tiles must be None .* integer >= 2"):
         Predictor.from_checkpoint(None, runtime="torch", threads=1, near_gate_tiles=bad)  # type: ignore[arg-type]

@@ -159,7 +159,7 @@ def test_far_reading_takes_the_quantile_towards_its_side_beyond_the_limit() -> N
     assert far_reading(-values, -6.5, 0.75) == pytest.approx(q25_negative) == pytest.approx(-8.5)
     assert far_reading(values, 7.0, 0.5) == pytest.approx(float(np.median(values)))
     assert far_reading(values, 7.0, 1.0) == 10.0
-    with pytest.raises(ValueError, match=r"far quantile must be in \[0.5, 1\], got 0.4"):
+    with pytest.raises(ValueError, match=r"far_quantile must be a number in \[0.5, 1\], got 0.4"):
         far_reading(values, 7.0, 0.4)
     with pytest.raises(ValueError, match="empty"):
         far_reading(np.array([]), 7.0, 0.75)
@@ -184,8 +184,9 @@ def test_far_frames_are_read_at_the_quantile_and_near_ones_with_the_aggregate(de
     assert a.wide_defocus_um == pytest.approx(trimmed, abs=1e-9)  # the aggregate is kept
     near_frame = busy_image(672, 896, 5)
     assert far.predict(near_frame).defocus_um == pytest.approx(plain.predict(near_frame).defocus_um, abs=1e-12)
-    with pytest.raises(ValueError, match=r"far_quantile must be None \(off\) or a number in \[0.5, 1\]"):
-        Predictor.from_checkpoint(None, runtime="torch", threads=1, far_quantile=0.3)
+    for bad in (0.3, True, "0.75"):
+        with pytest.raises(ValueError, match=r"far_quantile must be a number in \[0.5, 1\]"):
+            Predictor.from_checkpoint(None, runtime="torch", threads=1, far_quantile=bad)  # type: ignore[arg-type]
 
 
 def test_confidence_formula_and_bounds() -> None:
