@@ -561,8 +561,7 @@ class Predictor:
             wide_defocus, wide_estimates = self._read_wide(batch, kept_index)
             if wide_estimates is not None:
                 estimates[kept_index] = wide_estimates
-            in_window = self.near is not None and self.near.window_um[0] <= wide_defocus <= self.near.window_um[1]
-            if self.near is not None and (wide_estimates is None or in_window):
+            if self.near is not None and (wide_estimates is None or self._near_reads(wide_defocus)):
                 tn = time.perf_counter()
                 estimates[kept_index] = self.near.runtime.run(batch)
                 t_near = time.perf_counter() - tn
@@ -642,6 +641,13 @@ class Predictor:
             },
         )
 
+    def _near_reads(self, wide_defocus_um: float, margin_um: float = 0.0) -> bool:
+        """True when a near model is loaded and the wide reading lies ``margin_um`` inside its window."""
+        if self.near is None:
+            return False
+        lo, hi = self.near.window_um
+        return lo + margin_um <= wide_defocus_um <= hi - margin_um
+
     def _read_wide(self, batch: np.ndarray, kept_index: np.ndarray) -> tuple[float, np.ndarray | None]:
         """The wide model's aggregate over the kept tiles (``batch``, tile indices ``kept_index``)
         and its tile estimates; ``None`` for the estimates when the gate chose the near model.
@@ -660,8 +666,7 @@ class Predictor:
         first = np.argsort(kept_index, kind="stable")[gate_positions(len(batch), gate)]
         gate_estimates = self._runtime.run(batch[first])
         gate_defocus = aggregate_estimates(gate_estimates, self.aggregate, self.trim_fraction)
-        lo, hi = self.near.window_um
-        if lo + NEAR_GATE_MARGIN_UM <= gate_defocus <= hi - NEAR_GATE_MARGIN_UM:
+        if self._near_reads(gate_defocus, NEAR_GATE_MARGIN_UM):
             return gate_defocus, None
         rest = np.setdiff1d(np.arange(len(batch)), first)
         wide = np.empty(len(batch), dtype=np.float64)

@@ -130,6 +130,12 @@ def gate_tiles(used: list[dict[str, object]], gate: int = 16) -> list[dict[str, 
     return [used[p] for p in positions]
 
 
+def gate_reading(frame: np.ndarray, kept: list[dict[str, object]], network: torch.nn.Module) -> float:
+    """The wide network's aggregate over the gate's tiles of ``kept``, computed here from the network."""
+    patches = np.stack([frame[t["y0"] : t["y0"] + 224, t["x0"] : t["x0"] + 224] for t in gate_tiles(kept)])
+    return aggregate_estimates(net_on(network, patches), DEFAULT_AGGREGATE, 0.2)
+
+
 @pytest.fixture(scope="module")
 def wide_network() -> torch.nn.Module:
     return load_checkpoint(None).model.eval()
@@ -150,9 +156,7 @@ def test_gate_tiles_choose_the_near_model_when_clearly_inside(
     plain = wide.predict(frame)
     used = [t for t in plain.tiles if not t["blank"]]
     assert len(used) == 28 and sorted((t["row"], t["col"]) for t in plain.tiles if t["blank"]) == sorted(blanks)
-    gate = gate_tiles(used)
-    patches = np.stack([frame[t["y0"] : t["y0"] + 224, t["x0"] : t["x0"] + 224] for t in gate])
-    g = aggregate_estimates(net_on(wide_network, patches), DEFAULT_AGGREGATE, 0.2)
+    g = gate_reading(frame, used, wide_network)
     assert abs(g - plain.defocus_um) > 1e-3  # 16 tiles read differently from all 28
     path = near_copy(tmp_path, [g - 3.0, g + 3.0])
     gated = Predictor.from_checkpoint(None, runtime="torch", threads=1, near_model=path)
@@ -176,9 +180,7 @@ def test_gate_inside_the_margin_lets_every_tile_decide(
     frame, _ = gate_frame()
     plain = wide.predict(frame)
     used = [t for t in plain.tiles if not t["blank"]]
-    gate = gate_tiles(used)
-    patches = np.stack([frame[t["y0"] : t["y0"] + 224, t["x0"] : t["x0"] + 224] for t in gate])
-    g = aggregate_estimates(net_on(wide_network, patches), DEFAULT_AGGREGATE, 0.2)
+    g = gate_reading(frame, used, wide_network)
     # the gate reading lies 0.5 um inside one edge of the window: less than the 1 um margin
     window = [g - 0.5, g + 5.0] if offset > 0 else [g - 5.0, g + 0.5]
     pred = Predictor.from_checkpoint(None, runtime="torch", threads=1, near_model=near_copy(tmp_path, window)).predict(
@@ -200,9 +202,7 @@ def test_gate_with_a_tile_budget_spreads_over_the_kept_tiles_by_position(
     plain = budget.predict(frame)
     kept = [t for t in plain.tiles if t["examined"] and not t["blank"]]  # row-major order
     assert len(kept) == 24 and sum(not t["examined"] for t in plain.tiles) > 0
-    gate = gate_tiles(kept)
-    patches = np.stack([frame[t["y0"] : t["y0"] + 224, t["x0"] : t["x0"] + 224] for t in gate])
-    g = aggregate_estimates(net_on(wide_network, patches), DEFAULT_AGGREGATE, 0.2)
+    g = gate_reading(frame, kept, wide_network)
     path = near_copy(tmp_path, [g - 3.0, g + 3.0])
     pred = Predictor.from_checkpoint(None, runtime="torch", threads=1, max_tiles=24, near_model=path).predict(frame)
     assert pred.model == "near" and pred.wide_defocus_um == pytest.approx(g, abs=1e-4)
