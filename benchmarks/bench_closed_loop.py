@@ -24,6 +24,8 @@ Cost control (one run must stay under ~15 min on 2 busy cores): fields come from
 the trials use a centred ``--frame`` ROI (default 896x672 = 4x3 tiles); ``--full-frame-trials``
 more trials use the full 2592x1944 sensor (run first, within 30 % of the budget, or all of it
 with ``--trials 0``); ``--time-budget-s`` ends the run early (the JSON says how many trials ran).
+``--max-tiles N`` gives the predictor a tile budget (``autofocus.predictor``): what keeping up with
+the camera costs in accuracy.
 
     .venv/bin/python benchmarks/bench_closed_loop.py [--trials 500] [--zscan-every 10] ...
 """
@@ -327,6 +329,13 @@ def main() -> int:
     parser.add_argument(
         "--aggregate", choices=AGGREGATES, default=DEFAULT_AGGREGATE, help="how tile estimates are combined"
     )
+    parser.add_argument(
+        "--max-tiles",
+        type=int,
+        default=None,
+        help="the predictor's tile budget per frame (default: every tile; 24 keeps up with the camera, "
+        "benchmarks/bench_predictor.py)",
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
@@ -363,8 +372,10 @@ def main() -> int:
         f"model: {args.model or 'bundled checkpoint'} ({'trained' if trained else 'UNTRAINED placeholder'}); "
         f"load average {[round(x, 2) for x in os.getloadavg()]}"
     )
-    predictor = open_predictor(args, threads=args.threads, aggregate=args.aggregate)
-    print(f"models: {predictor.description}")
+    if args.max_tiles is not None and args.max_tiles < 1:
+        parser.error(f"--max-tiles must be at least 1, got {args.max_tiles}")
+    predictor = open_predictor(args, threads=args.threads, aggregate=args.aggregate, max_tiles=args.max_tiles)
+    print(f"models: {predictor.description}" + (f", at most {args.max_tiles} tiles a frame" if args.max_tiles else ""))
     calibration: dict[str, Any] | None = None
     if args.calibrate_fields > 0:
         calibration = calibrate_focus_offset(

@@ -304,6 +304,9 @@ def test_shipped_onnx_loads_with_its_metadata() -> None:
     assert p.meta["patch_size"] == 224 and p.runtime == "onnx"
     pred = p.predict(busy_image(224, 224, seed=6))
     assert pred.tiles_total == 1 and math.isfinite(pred.defocus_um or math.nan)
+    # idle workers sleep: spinning ones took the cores from the near model's session (benchmark only)
+    options = p._runtime._session.get_session_options()
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
     with pytest.raises(ValueError, match="runtime='onnx'"):
         Predictor.from_checkpoint(shipped, runtime="torch")
 
