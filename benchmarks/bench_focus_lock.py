@@ -53,6 +53,12 @@ def main() -> int:
         "--gain", type=float, default=FocusLockOptions().gain, help="fraction of each estimate that is corrected"
     )
     parser.add_argument(
+        "--integral-gain",
+        type=float,
+        default=FocusLockOptions().integral_gain,
+        help="fraction of each estimate added to the learned drift per step (0: proportional lock only)",
+    )
+    parser.add_argument(
         "--aggregate", choices=AGGREGATES, default=DEFAULT_AGGREGATE, help="how tile estimates are combined"
     )
     parser.add_argument(
@@ -130,6 +136,7 @@ def main() -> int:
         dead_band_um=args.dead_band_um,
         max_correction_um=args.max_correction_um,
         gain=args.gain,
+        integral_gain=args.integral_gain,
     )
     lock = FocusLock(
         scope.camera,
@@ -176,6 +183,8 @@ def main() -> int:
         "paused_steps": sum(u["state"] == "paused_unreliable" for u in updates),
         "unreliable_estimates": sum(not u["reliable"] for u in updates),
         "drift_total_um": round(float(drifts[-1] - drifts[0]), 2),
+        "mean_error_um": round(float(np.mean(errors[settled])), 3),
+        "learned_drift_per_step_um": round(float(status["drift_per_step_um"]), 3),
         "rms_error_um": round(float(np.sqrt(np.mean(errors[settled] ** 2))), 3),
         "worst_error_um": round(float(np.max(np.abs(errors[settled]))), 3),
         "rms_error_without_lock_um": round(float(np.sqrt(np.mean((drifts - drifts[0]) ** 2))), 1),

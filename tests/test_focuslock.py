@@ -167,6 +167,47 @@ def test_lock_follows_an_injected_drift(predictor: Predictor, request: pytest.Fi
     assert lock.corrections >= 10
 
 
+def test_the_integral_term_learns_the_drift_and_moves_by_it_inside_the_dead_band(predictor: Predictor) -> None:
+    scope = make_scope(noise=False)  # the same frame, and so the same estimate, at the same z
+    scope.focus_stage.move_to(2.0)
+    lock = make_lock(scope, predictor, min_confidence=0.0, dead_band_um=1000.0, integral_gain=0.25)
+    lock.start()
+    first = lock.step()
+    error = first["focus_error_um"]
+    # inside the dead band the proportional part is 0, but the learned drift is still corrected
+    assert lock.drift_per_step_um == pytest.approx(0.25 * error)
+    assert first["correction_um"] == pytest.approx(0.25 * error)
+    assert scope.focus_stage.z_um == pytest.approx(2.0 + scope.focus_stage.direction * 0.25 * error)
+    second = lock.step()
+    assert lock.drift_per_step_um == pytest.approx(0.25 * (error + second["focus_error_um"]))
+    assert lock.status()["drift_per_step_um"] == lock.drift_per_step_um
+    lock.start()  # a restart forgets the drift
+    assert lock.drift_per_step_um == 0.0
+    for bad in (-0.1, 1.5, float("nan")):
+        with pytest.raises(ValueError, match="integral_gain"):
+            FocusLockOptions(integral_gain=bad)
+
+
+@pytest.mark.slow
+def test_the_integral_term_removes_the_lag_behind_a_steady_drift(predictor: Predictor) -> None:
+    """A proportional lock trails a drift of d per step by about d / gain in its reading; with
+    the integral term the reading's mean error goes to about 0."""
+    mean_error: dict[float, float] = {}
+    for integral_gain in (0.0, 0.2):
+        drift = DriftModel(rate_um_per_min=1.0, oscillation_um=0.0)
+        scope = make_scope(seed=21, specimen="cells", frame_shape=(448, 448), drift=drift)
+        lock = make_lock(
+            scope, predictor, interval_s=30.0, dead_band_um=0.1, max_correction_um=3.0, integral_gain=integral_gain
+        )
+        updates: list[dict[str, Any]] = []
+        lock.run(on_update=updates.append, duration_s=30 * 60.0)
+        errors = [u["focus_error_um"] for u in updates[30:]]
+        mean_error[integral_gain] = float(np.mean(errors))
+    # 0.5 um of drift per 30 s step and gain 0.5: the proportional lock reads about +1 um
+    assert mean_error[0.0] > 0.6
+    assert abs(mean_error[0.2]) < 0.3
+
+
 def test_step_with_the_time_lapse_frame_snaps_nothing(predictor: Predictor) -> None:
     scope = make_scope()
     lock = make_lock(scope, predictor, min_confidence=0.0, dead_band_um=1000.0)
