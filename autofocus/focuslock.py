@@ -21,7 +21,9 @@ already has: ``step(frame)`` then costs no extra exposure) and corrects it:
   ``integral_gain x error`` to it, and every running step with a reliable estimate moves by it
   on top of ``gain x error`` (inside the dead band too: it is the drift, not noise). A steady
   drift then leaves no lag; without it a proportional lock trails a drift of ``d`` um per step
-  by about ``d / gain``. The learned drift survives a pause and starts at 0 on ``start()``.
+  by about ``d / gain``. The learned drift stays within +-``max_correction_um`` (a faster
+  drift cannot be followed anyway, and an unbounded sum would wind up while corrections are
+  rate-limited), survives a pause and starts at 0 on ``start()``.
   Use it with a calibration: it holds the reading at the wanted focus, and the bundled model's
   own zero lies about 1.2 um below focus on cells. Over the same 8 hours with a +-4 um curve
   measured at the start on the lock's field, ``integral_gain=0.2`` held RMS 0.21 um against
@@ -219,7 +221,8 @@ class FocusLock:
             else:
                 error_um = pred.defocus_um - o.focus_offset_um
             if self.state == "running":
-                self.drift_per_step_um += o.integral_gain * error_um
+                learned = self.drift_per_step_um + o.integral_gain * error_um
+                self.drift_per_step_um = max(-o.max_correction_um, min(o.max_correction_um, learned))
             proportional = o.gain * error_um if abs(error_um) > o.dead_band_um else 0.0
             correction = proportional + self.drift_per_step_um
             if self.state == "running" and correction != 0.0:

@@ -231,7 +231,8 @@ class _OnnxRuntime:
     Its worker threads sleep as soon as a run ends (``session.intra_op.allow_spinning`` off): a
     predictor with a near model holds two sessions, and a session's workers spinning after its
     run took the cores from the other session and from the blank filter. On a full frame at
-    +1.25 um (2 cores, AMD EPYC) that cut the median from 218 to 183 ms.
+    +1.25 um (2 cores, AMD EPYC) that cut the median from 230 to 186 ms, with 24 tiles from 102
+    to 53 ms (``benchmarks/bench_predictor.py``).
     """
 
     name = "onnx"

@@ -183,6 +183,13 @@ def test_the_integral_term_learns_the_drift_and_moves_by_it_inside_the_dead_band
     assert lock.status()["drift_per_step_um"] == lock.drift_per_step_um
     lock.start()  # a restart forgets the drift
     assert lock.drift_per_step_um == 0.0
+    # the learned drift stays within the rate limit (no wind-up while corrections are capped)
+    capped = make_lock(
+        scope, predictor, min_confidence=0.0, dead_band_um=0.0, integral_gain=1.0, max_correction_um=0.01
+    )
+    capped.start()
+    assert abs(capped.step()["focus_error_um"]) > 0.01
+    assert abs(capped.drift_per_step_um) == pytest.approx(0.01)
     for bad in (-0.1, 1.5, float("nan")):
         with pytest.raises(ValueError, match="integral_gain"):
             FocusLockOptions(integral_gain=bad)
