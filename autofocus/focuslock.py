@@ -24,10 +24,11 @@ already has: ``step(frame)`` then costs no extra exposure) and corrects it:
   by about ``d / gain``. The learned drift stays within +-``max_correction_um`` (a faster
   drift cannot be followed anyway, and an unbounded sum would wind up while corrections are
   rate-limited), survives a pause and starts at 0 on ``start()``.
-  Use it with a calibration: it holds the reading at the wanted focus, and the bundled model's
-  own zero lies about 1.2 um below focus on cells. Over the same 8 hours with a +-4 um curve
-  measured at the start on the lock's field, ``integral_gain=0.2`` held RMS 0.21 um against
-  0.80 um without it; without a calibration 1.27 um (``docs/autofocus.md``);
+  Use it with a calibration measured on the lock's field: it holds the reading at the wanted
+  focus, and the bundled model's own zero lies about 1.2 um below focus on cells. Over the same
+  8 hours with a +-4 um curve measured at the start on the lock's field, ``integral_gain=0.2``
+  held RMS 0.21 um against 0.80 um without it; without a calibration 1.27 um, and with a
+  calibration from 9 other fields 1.07 um (``docs/autofocus.md``);
 * **reliability**: an estimate is unreliable when the frame is blank or its confidence is below
   ``min_confidence``. After ``pause_after`` unreliable estimates in a row the lock pauses
   (``state == "paused_unreliable"``, ``reason`` says why) and moves nothing; it keeps

@@ -3,8 +3,11 @@
 The lock runs on the simulator's clock (``clock=scope.time_s``, ``sleep`` advancing it), one
 lock frame every ``--interval-s`` (default 30 s). The truth is sampled every ``--sample-s``
 (default 5 s) between lock steps, so the RMS and worst error include the drift that builds up
-between corrections. Frames are a centred ``--frame`` ROI (default 448x448 = 2x2 tiles): an
-8-hour run at full 2592x1944 frames would take hours of rendering on 2 cores.
+between corrections. Frames are a centred ``--frame`` ROI (default 448x448 = 2x2 tiles, about
+2 min for 8 hours); ``--frame 2592x1944`` (full frames) takes 30-40 min on 2 cores.
+``--calibrate-frames``, ``--calibrate-curve-um`` and ``--stored-calibration-fields`` lock through
+a focus offset, a curve on the lock's field, or a calibration stored beforehand on a grid of
+fields; ``--integral-gain`` turns on the lock's integral term.
 
     .venv/bin/python benchmarks/bench_focus_lock.py [--hours 8] [--interval-s 30] [--frame 448x448]
 """
@@ -27,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 from model_options import add_model_arguments, open_predictor, settings  # noqa: E402
 
 from autofocus.aggregation import AGGREGATES, DEFAULT_AGGREGATE  # noqa: E402
-from autofocus.calibration import FocusCalibration, measure_calibration  # noqa: E402
+from autofocus.calibration import FocusCalibration, measure_calibration, nearest_fields  # noqa: E402
 from autofocus.focuslock import FocusLock, FocusLockOptions  # noqa: E402
 from autofocus.offset import measure_focus_offset  # noqa: E402
 from drivers.simulated import DriftModel, SimulatedMicroscope  # noqa: E402
@@ -75,12 +78,21 @@ def main() -> int:
         help="first measure a calibration curve (autofocus calibrate) over +-this range at the in-focus start "
         "and lock through it (0: none; not with --calibrate-frames)",
     )
+    parser.add_argument(
+        "--stored-calibration-fields",
+        type=int,
+        default=0,
+        help="first measure a calibration the way `autofocus calibrate` does by default (+-10 um on this many "
+        "fields of a 500 um grid around the lock's field), on a drift-free copy of the slide: one stored "
+        "earlier; lock through it (0: none)",
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--name", default="focus_lock", help="result file name stem")
     args = parser.parse_args()
-    if args.calibrate_frames > 0 and args.calibrate_curve_um > 0:
-        parser.error("give --calibrate-frames or --calibrate-curve-um, not both")
+    chosen = [args.calibrate_frames > 0, args.calibrate_curve_um > 0, args.stored_calibration_fields > 0]
+    if sum(chosen) > 1:
+        parser.error("give one of --calibrate-frames, --calibrate-curve-um and --stored-calibration-fields")
 
     width, height = (int(v) for v in args.frame.lower().split("x"))
     trained = "untrained" not in str(load_checkpoint(args.model).meta.get("status", ""))
@@ -125,6 +137,20 @@ def main() -> int:
         focus_offset_um = measure_focus_offset(scope.camera, predictor, frames=args.calibrate_frames).focus_offset_um
         print(f"focus offset {focus_offset_um:+.3f} um from {args.calibrate_frames} frames at focus")
     calibration: FocusCalibration | None = None
+    if args.stored_calibration_fields > 0:  # measured before the run, so the drift does not enter it
+        still = SimulatedMicroscope(seed=args.seed, specimen=args.specimen, frame_shape=(height, width))
+        for dev in (still.camera, still.focus_stage, still.xy_stage):
+            dev.open()
+        calibration = measure_calibration(
+            still.camera,
+            still.focus_stage,
+            predictor,
+            range_um=10.0,
+            step_um=0.5,
+            xy_stage=still.xy_stage,
+            positions=nearest_fields(still.xy_stage.xy_um, args.stored_calibration_fields, 500.0),
+        )
+        print(f"stored calibration: {calibration.fields} fields, {calibration.reading_at_focus_um:+.3f} um at focus")
     if args.calibrate_curve_um > 0:  # a sweep around the in-focus start, on the lock's own field
         calibration = measure_calibration(
             scope.camera, scope.focus_stage, predictor, range_um=args.calibrate_curve_um, step_um=0.5
