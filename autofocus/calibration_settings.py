@@ -5,7 +5,15 @@
 
 from __future__ import annotations
 
-__all__ = ["CALIBRATED_AIM_UM", "DEFAULT_FIELDS", "DEFAULT_RANGE_UM", "MAX_RANGE_UM", "default_fields"]
+__all__ = [
+    "CALIBRATED_AIM_UM",
+    "DEFAULT_FIELDS",
+    "DEFAULT_FIELD_SPACING_UM",
+    "DEFAULT_RANGE_UM",
+    "DEFAULT_STEP_UM",
+    "MAX_RANGE_UM",
+    "default_fields",
+]
 
 MAX_RANGE_UM = 10.0  # the bundled model's training range
 # The whole training range: a start beyond the sweep is read through the curve's slope-1
@@ -14,6 +22,7 @@ MAX_RANGE_UM = 10.0  # the bundled model's training range
 # flat run maps to its middle. One-shot + verify within 0.3 um: 200 ROI trials 92.0 % (+-4), 94.5 %
 # (+-8), 95.5 % (+-10); 40 full-frame starts at 8.5..10 um 36 (+-8) against 37 (+-10).
 DEFAULT_RANGE_UM = MAX_RANGE_UM
+DEFAULT_STEP_UM = 0.5  # plane spacing of the sweep
 # The first move's aim with a calibration: the verify frame then lands where the near-focus model
 # spreads least from field to field. 200 ROI trials (before the brightness correction): +0.75 um
 # 92 %, +1 um 94.5 %, +1.5 um 89 %, +2 um 80 %. With full frames and the brightness correction the
@@ -31,6 +40,7 @@ CALIBRATED_AIM_UM = 1.25
 # 100 full frames (one-shot + verify within 0.3 um): 88 % calibrated on the start field alone,
 # 98 % on 9 fields, 97 % on 9 fields of a slide tilted (2, -1) um/mm.
 DEFAULT_FIELDS = 9
+DEFAULT_FIELD_SPACING_UM = 500.0  # grid spacing of those fields
 
 
 def default_fields(has_xy_stage: bool) -> int:

@@ -50,6 +50,7 @@ from model_options import add_model_arguments, open_predictor, settings  # noqa:
 
 from autofocus.aggregation import AGGREGATES, DEFAULT_AGGREGATE  # noqa: E402
 from autofocus.calibration import FocusCalibration, measure_calibration, nearest_fields  # noqa: E402
+from autofocus.calibration_settings import DEFAULT_FIELD_SPACING_UM, DEFAULT_STEP_UM  # noqa: E402
 from autofocus.offset import measure_focus_offset  # noqa: E402
 from autofocus.predictor import Predictor  # noqa: E402
 from autofocus.routines import AutofocusOptions, run_autofocus  # noqa: E402
@@ -164,7 +165,7 @@ def calibrate_curves(
         scope.xy_stage.move_to(0.0, 0.0)
         set_true_defocus(scope, 0.0)  # the user focuses the sample first
         if layout == "grid":
-            positions = nearest_fields((0.0, 0.0), fields, 500.0)
+            positions = nearest_fields((0.0, 0.0), fields, DEFAULT_FIELD_SPACING_UM)
         else:
             positions = [(float(x), float(y)) for x, y in rng.uniform(-5000, 5000, size=(fields, 2))]
         curves[kind] = measure_calibration(
@@ -172,7 +173,7 @@ def calibrate_curves(
             scope.focus_stage,
             predictor,
             range_um=range_um,
-            step_um=0.5,
+            step_um=DEFAULT_STEP_UM,
             xy_stage=scope.xy_stage,
             positions=positions,
             brightness_correction=brightness_correction,

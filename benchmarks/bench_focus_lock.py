@@ -31,6 +31,7 @@ from model_options import add_model_arguments, open_predictor, settings  # noqa:
 
 from autofocus.aggregation import AGGREGATES, DEFAULT_AGGREGATE  # noqa: E402
 from autofocus.calibration import FocusCalibration, measure_calibration, nearest_fields  # noqa: E402
+from autofocus.calibration_settings import DEFAULT_FIELD_SPACING_UM, DEFAULT_RANGE_UM, DEFAULT_STEP_UM  # noqa: E402
 from autofocus.focuslock import FocusLock, FocusLockOptions  # noqa: E402
 from autofocus.offset import measure_focus_offset  # noqa: E402
 from drivers.simulated import DriftModel, SimulatedMicroscope  # noqa: E402
@@ -145,15 +146,15 @@ def main() -> int:
             still.camera,
             still.focus_stage,
             predictor,
-            range_um=10.0,
-            step_um=0.5,
+            range_um=DEFAULT_RANGE_UM,
+            step_um=DEFAULT_STEP_UM,
             xy_stage=still.xy_stage,
-            positions=nearest_fields(still.xy_stage.xy_um, args.stored_calibration_fields, 500.0),
+            positions=nearest_fields(still.xy_stage.xy_um, args.stored_calibration_fields, DEFAULT_FIELD_SPACING_UM),
         )
         print(f"stored calibration: {calibration.fields} fields, {calibration.reading_at_focus_um:+.3f} um at focus")
     if args.calibrate_curve_um > 0:  # a sweep around the in-focus start, on the lock's own field
         calibration = measure_calibration(
-            scope.camera, scope.focus_stage, predictor, range_um=args.calibrate_curve_um, step_um=0.5
+            scope.camera, scope.focus_stage, predictor, range_um=args.calibrate_curve_um, step_um=DEFAULT_STEP_UM
         )
         print(f"calibration: reads {calibration.reading_at_focus_um:+.3f} um at focus ({scope.time_s:.1f} s simulated)")
     options = FocusLockOptions(

@@ -6,7 +6,14 @@ import argparse
 import json
 from pathlib import Path
 
-from autofocus.calibration_settings import CALIBRATED_AIM_UM, DEFAULT_FIELDS, DEFAULT_RANGE_UM, default_fields
+from autofocus.calibration_settings import (
+    CALIBRATED_AIM_UM,
+    DEFAULT_FIELD_SPACING_UM,
+    DEFAULT_FIELDS,
+    DEFAULT_RANGE_UM,
+    DEFAULT_STEP_UM,
+    default_fields,
+)
 from autofocus.cli.hardware_options import add_hardware_arguments, load_settings
 from autofocus.cli.predictor_options import add_predictor_arguments, predictor_from_args
 
@@ -26,7 +33,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_RANGE_UM,
         help=f"sweep -R..+R um of defocus (default {DEFAULT_RANGE_UM:g}; cover the defocus you will start from)",
     )
-    parser.add_argument("--step-um", type=float, default=0.5, help="plane spacing (default 0.5 um)")
+    parser.add_argument(
+        "--step-um", type=float, default=DEFAULT_STEP_UM, help=f"plane spacing (default {DEFAULT_STEP_UM:g} um)"
+    )
     parser.add_argument(
         "--fields",
         type=int,
@@ -34,7 +43,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"fields of view to sweep, a grid around the current one (default {DEFAULT_FIELDS} with an XY stage, "
         "1 without; a tilted slide is fitted with 5 or more)",
     )
-    parser.add_argument("--field-spacing-um", type=float, default=500.0, help="grid spacing of the fields (um)")
+    parser.add_argument(
+        "--field-spacing-um", type=float, default=DEFAULT_FIELD_SPACING_UM, help="grid spacing of the fields (um)"
+    )
     parser.add_argument("--min-confidence", type=float, default=0.3, help="frames below this confidence are ignored")
     parser.add_argument(
         "--no-brightness-correction",

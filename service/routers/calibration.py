@@ -22,8 +22,10 @@ from autofocus.calibration import (
 )
 from autofocus.calibration_settings import (
     CALIBRATED_AIM_UM,
+    DEFAULT_FIELD_SPACING_UM,
     DEFAULT_FIELDS,
     DEFAULT_RANGE_UM,
+    DEFAULT_STEP_UM,
     MAX_RANGE_UM,
     default_fields,
 )
@@ -87,7 +89,7 @@ class MeasureCalibrationRequest(BaseModel):
     range_um: float = Field(
         default=DEFAULT_RANGE_UM, gt=0, le=MAX_RANGE_UM, description="sweep -range..+range um of defocus"
     )
-    step_um: float = Field(default=0.5, gt=0, le=MAX_RANGE_UM, description="plane spacing (um)")
+    step_um: float = Field(default=DEFAULT_STEP_UM, gt=0, le=MAX_RANGE_UM, description="plane spacing (um)")
     fields: int | None = Field(
         default=None,
         ge=1,
@@ -95,7 +97,9 @@ class MeasureCalibrationRequest(BaseModel):
         description=f"fields of view, on a grid around the current one (default {DEFAULT_FIELDS} with an XY stage, "
         "1 without; a tilted slide is fitted with 5 or more)",
     )
-    field_spacing_um: float = Field(default=500.0, gt=0, description="grid spacing of the fields (um)")
+    field_spacing_um: float = Field(
+        default=DEFAULT_FIELD_SPACING_UM, gt=0, description="grid spacing of the fields (um)"
+    )
     min_confidence: float = Field(default=0.3, ge=0, le=1, description="frames below this confidence are ignored")
     brightness_correction: bool = Field(
         default=True,
