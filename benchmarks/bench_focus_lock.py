@@ -27,11 +27,12 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench_closed_loop import calibrate_curves  # noqa: E402  (a calibration on a drift-free slide)
 from model_options import add_model_arguments, open_predictor, settings  # noqa: E402
 
 from autofocus.aggregation import AGGREGATES, DEFAULT_AGGREGATE  # noqa: E402
-from autofocus.calibration import FocusCalibration, measure_calibration, nearest_fields  # noqa: E402
-from autofocus.calibration_settings import DEFAULT_FIELD_SPACING_UM, DEFAULT_RANGE_UM, DEFAULT_STEP_UM  # noqa: E402
+from autofocus.calibration import FocusCalibration, measure_calibration  # noqa: E402
+from autofocus.calibration_settings import DEFAULT_RANGE_UM, DEFAULT_STEP_UM  # noqa: E402
 from autofocus.focuslock import FocusLock, FocusLockOptions  # noqa: E402
 from autofocus.offset import measure_focus_offset  # noqa: E402
 from drivers.simulated import DriftModel, SimulatedMicroscope  # noqa: E402
@@ -139,18 +140,16 @@ def main() -> int:
         print(f"focus offset {focus_offset_um:+.3f} um from {args.calibrate_frames} frames at focus")
     calibration: FocusCalibration | None = None
     if args.stored_calibration_fields > 0:  # measured before the run, so the drift does not enter it
-        still = SimulatedMicroscope(seed=args.seed, specimen=args.specimen, frame_shape=(height, width))
-        for dev in (still.camera, still.focus_stage, still.xy_stage):
-            dev.open()
-        calibration = measure_calibration(
-            still.camera,
-            still.focus_stage,
-            predictor,
+        calibration = calibrate_curves(
+            fields=args.stored_calibration_fields,
             range_um=DEFAULT_RANGE_UM,
-            step_um=DEFAULT_STEP_UM,
-            xy_stage=still.xy_stage,
-            positions=nearest_fields(still.xy_stage.xy_um, args.stored_calibration_fields, DEFAULT_FIELD_SPACING_UM),
-        )
+            predictor=predictor,
+            specimens=[args.specimen],
+            frame_shape=(height, width),
+            seed=args.seed,
+            backlash_um=0.0,  # the lock's simulated stage has none either
+            layout="grid",
+        )[args.specimen]
         print(f"stored calibration: {calibration.fields} fields, {calibration.reading_at_focus_um:+.3f} um at focus")
     if args.calibrate_curve_um > 0:  # a sweep around the in-focus start, on the lock's own field
         calibration = measure_calibration(
