@@ -201,6 +201,15 @@ class FocusCalibration:
         neighbours the fitted curve maps this reading to the middle of their run, not to 0."""
         return float(np.interp(0.0, self.z_um, self.reading_um))
 
+    @property
+    def flat_at_focus_um(self) -> float:
+        """Span (um) of the planes around focus that the fitted curve reads alike (0: focus has a
+        reading of its own). Within it a reading cannot say where focus is."""
+        z = np.asarray(self.z_um)
+        fitted = non_decreasing(np.asarray(self.reading_um))
+        alike = z[np.abs(fitted - fitted[int(np.argmin(np.abs(z)))]) <= 1e-9]  # contiguous: fitted is monotonic
+        return float(alike[-1] - alike[0])
+
     def summary(self) -> dict[str, Any]:
         """A short description for records and status pages."""
         return {

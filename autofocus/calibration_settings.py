@@ -11,6 +11,8 @@ __all__ = [
     "DEFAULT_FIELD_SPACING_UM",
     "DEFAULT_RANGE_UM",
     "DEFAULT_STEP_UM",
+    "LOCK_CURVE_RANGE_UM",
+    "LOCK_INTEGRAL_GAIN",
     "MAX_RANGE_UM",
     "default_fields",
 ]
@@ -41,6 +43,12 @@ CALIBRATED_AIM_UM = 1.25
 # 98 % on 9 fields, 97 % on 9 fields of a slide tilted (2, -1) um/mm.
 DEFAULT_FIELDS = 9
 DEFAULT_FIELD_SPACING_UM = 500.0  # grid spacing of those fields
+# A focus lock that holds the focus the sample is at (FocusLock.calibrate_here): a curve swept
+# +-4 um on the locked field, read with the integral term. 8 simulated hours of 1 um/min drift and
+# a 1 um oscillation, one 448x448 frame every 30 s (bench_focus_lock.py): RMS 0.21 um with
+# integral gains 0.1 and 0.2 (0.22 with 0.3), against 0.44 um for the default proportional lock.
+LOCK_CURVE_RANGE_UM = 4.0
+LOCK_INTEGRAL_GAIN = 0.2
 
 
 def default_fields(has_xy_stage: bool) -> int:

@@ -23,12 +23,22 @@ already has: ``step(frame)`` then costs no extra exposure) and corrects it:
   drift then leaves no lag; without it a proportional lock trails a drift of ``d`` um per step
   by about ``d / gain``. The learned drift stays within +-``max_correction_um`` (a faster
   drift cannot be followed anyway, and an unbounded sum would wind up while corrections are
-  rate-limited), survives a pause and starts at 0 on ``start()``.
-  Use it with a calibration measured on the lock's field: it holds the reading at the wanted
-  focus, and the bundled model's own zero lies about 1.2 um below focus on cells. Over the same
-  8 hours with a +-4 um curve measured at the start on the lock's field, ``integral_gain=0.2``
-  held RMS 0.21 um against 0.80 um without it; without a calibration 1.27 um, and with a
-  calibration from 9 other fields 1.07 um (``docs/autofocus.md``);
+  rate-limited), survives a pause and starts at 0 on ``start()``. The lock aims half a learned
+  step ahead (it holds the reading at ``drift_per_step_um / 2``), so a steady drift carries the
+  sample from half a step below focus to half a step beyond it between frames instead of from a
+  whole step below up to focus: over 6 cells fields (2 simulated hours each, a curve measured
+  here) RMS 0.19-0.21 um against 0.30-0.34 um without the lead.
+  Use it with a calibration measured on the lock's field (``calibrate_here``): it holds the
+  reading at the wanted focus, and the bundled models' own zero lies up to 1.2 um from focus on
+  cells. Over the same 8 hours with a +-4 um curve measured at the start on the lock's field,
+  ``integral_gain=0.2`` held RMS 0.26 um against 0.80 um without it; without a calibration
+  1.27 um, and with a calibration from 9 other fields 1.07 um (``docs/autofocus.md``);
+* **holding the focus you are at** (what a hardware focus lock does): ``calibrate_here(4.0)``
+  before ``start()``/``run()`` sweeps +-4 um around the current position on the current field
+  and locks through that curve, so the lock holds this Z's focus rather than the model's zero.
+  With ``integral_gain=0.2`` this is the lock that held best (RMS 0.21 um above); the sweep
+  costs 17 frames once (one per plane at ``DEFAULT_STEP_UM``; the stage then returns to
+  where it was, from below);
 * **reliability**: an estimate is unreliable when the frame is blank or its confidence is below
   ``min_confidence``. After ``pause_after`` unreliable estimates in a row the lock pauses
   (``state == "paused_unreliable"``, ``reason`` says why) and moves nothing; it keeps
@@ -50,10 +60,12 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import numpy as np
 
+from autofocus.calibration import FocusCalibration, measure_calibration
+from autofocus.calibration_settings import DEFAULT_STEP_UM, LOCK_CURVE_RANGE_UM, MAX_RANGE_UM
 from autofocus.cancel import CancelToken
 from autofocus.routines import (
     FramePredictor,
@@ -63,15 +75,17 @@ from autofocus.routines import (
     is_reliable,
 )
 from drivers.base import Camera, FocusStage
-from drivers.errors import LimitError
+from drivers.errors import LimitError, UnreliableEstimateError
 
-if TYPE_CHECKING:
-    from autofocus.calibration import FocusCalibration
-
-__all__ = ["LOCK_STATES", "FocusLock", "FocusLockOptions"]
+__all__ = ["LOCK_STATES", "MAX_FLAT_AT_FOCUS_UM", "FocusLock", "FocusLockOptions"]
 
 LockState = Literal["running", "paused_unreliable", "stopped"]
 LOCK_STATES: tuple[str, ...] = ("running", "paused_unreliable", "stopped")
+# calibrate_here refuses a curve that reads alike over more than this around focus (FocusCalibration.
+# flat_at_focus_um). 10 cells fields, +-4 um in 0.5 um planes, 2 simulated hours each (bench_focus_lock.py
+# --fields 10): 8 read alike over at most 0.5 um and held RMS 0.19-0.27 um; 2 over 1.5 um, where the curve
+# put the focus 1.8-2.0 um off, and held 0.60 and 0.83 um.
+MAX_FLAT_AT_FOCUS_UM = 0.75
 
 
 @dataclass
@@ -142,6 +156,58 @@ class FocusLock:
         self._reliable_run = 0
         self._needs_flush = True
         self.drift_per_step_um = 0.0  # the integral term: drift learned per step (integral_gain)
+
+    # -- calibration on the locked field ---------------------------------------------------------
+    def calibrate_here(
+        self,
+        range_um: float = LOCK_CURVE_RANGE_UM,
+        *,
+        step_um: float = DEFAULT_STEP_UM,
+        cancel: CancelToken | None = None,
+        progress: Callable[[dict[str, Any]], None] | None = None,
+    ) -> FocusCalibration:
+        """Measure a curve over ``-range_um..+range_um`` on this field, around this (focused) Z, and lock through it.
+
+        The lock then holds the focus the sample is at now. The sweep is
+        ``autofocus.calibration.measure_calibration`` on the current field with the lock's
+        ``min_confidence`` and ``bit_depth``; the stage ends where it started. ``ValueError`` if
+        the lock already has a calibration or a ``focus_offset_um`` (each says where focus is)
+        or runs; sweep errors (limits, an unreliable field, a cancel) propagate with the stage
+        stopped and the lock unchanged.
+        """
+        if self.state != "stopped":
+            raise RuntimeError(f"calibrate before starting the lock (it is {self.state})")
+        if self.calibration is not None:
+            raise ValueError("this lock already reads through a calibration; give it one or the other")
+        if self.options.focus_offset_um != 0.0:
+            raise ValueError(
+                f"focus_offset_um={self.options.focus_offset_um:+.3f} and a curve measured here both say where "
+                "focus is: set focus_offset_um 0 to hold the focus the sample is at now"
+            )
+        if not (math.isfinite(range_um) and 0 < range_um <= MAX_RANGE_UM):
+            raise ValueError(f"range_um must be in (0, {MAX_RANGE_UM:g}] um, got {range_um!r}")
+        cal = measure_calibration(
+            self.camera,
+            self.stage,
+            self.predictor,
+            range_um=range_um,
+            step_um=step_um,
+            min_confidence=self.options.min_confidence,
+            bit_depth=self.options.bit_depth,
+            source=str(getattr(self.predictor, "description", "")),
+            cancel=cancel,
+            progress=progress,
+        )
+        if cal.flat_at_focus_um > MAX_FLAT_AT_FOCUS_UM:
+            raise UnreliableEstimateError(
+                f"on this field the model reads about {cal.reading_at_focus_um:+.2f} um over "
+                f"{cal.flat_at_focus_um:.2f} um of defocus around focus (at most {MAX_FLAT_AT_FOCUS_UM} um is "
+                "allowed): a lock through this curve cannot see where focus is. Lock without it (the model's "
+                "own zero, or a focus offset), or on a field with more structure"
+            )
+        self.calibration = cal
+        self._needs_flush = True
+        return cal
 
     # -- state --------------------------------------------------------------------------------
     def start(self) -> None:
@@ -221,10 +287,12 @@ class FocusLock:
                 error_um = self.calibration.defocus_um(pred.defocus_um, pred.brightness)
             else:
                 error_um = pred.defocus_um - o.focus_offset_um
+            # aim half a step's drift ahead, so that focus is crossed halfway to the next frame
+            aim_error_um = error_um - 0.5 * self.drift_per_step_um
             if self.state == "running":
-                learned = self.drift_per_step_um + o.integral_gain * error_um
+                learned = self.drift_per_step_um + o.integral_gain * aim_error_um
                 self.drift_per_step_um = max(-o.max_correction_um, min(o.max_correction_um, learned))
-            proportional = o.gain * error_um if abs(error_um) > o.dead_band_um else 0.0
+            proportional = o.gain * aim_error_um if abs(aim_error_um) > o.dead_band_um else 0.0
             correction = proportional + self.drift_per_step_um
             if self.state == "running" and correction != 0.0:
                 if abs(correction) > o.max_correction_um:

@@ -57,6 +57,9 @@ def test_a_non_monotonic_stretch_is_fitted_and_maps_to_the_middle_of_its_run() -
     readings = np.linspace(-3, 3, 61)
     mapped = [cal.defocus_um(r) for r in readings]
     assert np.all(np.diff(mapped) >= 0)  # the inverse is monotonic too
+    assert cal.flat_at_focus_um == pytest.approx(1.0)  # -1.0..0.0 read alike: focus is somewhere in there
+    z_linear = list(np.arange(-2.0, 2.01, 0.5))
+    assert curve(z_linear, [1.2 * v for v in z_linear]).flat_at_focus_um == 0.0
 
 
 def brightness_sweep(fields: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -10,10 +10,11 @@ import pytest
 from model_quality import expect_failure_below_target
 from sim_scope import open_scope
 
+from autofocus.calibration_settings import LOCK_CURVE_RANGE_UM, LOCK_INTEGRAL_GAIN
 from autofocus.cancel import CancelToken
-from autofocus.focuslock import FocusLock, FocusLockOptions
+from autofocus.focuslock import MAX_FLAT_AT_FOCUS_UM, FocusLock, FocusLockOptions
 from autofocus.predictor import Predictor
-from drivers.errors import ConnectionLostError
+from drivers.errors import CancelledError, ConnectionLostError, LimitError, UnreliableEstimateError
 from drivers.simulated import DriftModel, SimulatedMicroscope
 
 make_scope = partial(open_scope, seed=5, specimen="tissue")
@@ -22,6 +23,12 @@ make_scope = partial(open_scope, seed=5, specimen="tissue")
 @pytest.fixture(scope="module")
 def predictor() -> Predictor:
     return Predictor.from_checkpoint(None, runtime="torch", threads=1)
+
+
+@pytest.fixture(scope="module")
+def near_predictor() -> Predictor:
+    """With the bundled near-focus model, as the service runs it: what a curve around focus reads."""
+    return Predictor.from_checkpoint(None, runtime="torch", threads=1, near_model="auto")
 
 
 def make_lock(scope: SimulatedMicroscope, predictor: Predictor, **options: Any) -> FocusLock:
@@ -178,8 +185,11 @@ def test_the_integral_term_learns_the_drift_and_moves_by_it_inside_the_dead_band
     assert lock.drift_per_step_um == pytest.approx(0.25 * error)
     assert first["correction_um"] == pytest.approx(0.25 * error)
     assert scope.focus_stage.z_um == pytest.approx(2.0 + scope.focus_stage.direction * 0.25 * error)
+    learned = lock.drift_per_step_um
     second = lock.step()
-    assert lock.drift_per_step_um == pytest.approx(0.25 * (error + second["focus_error_um"]))
+    # it aims half a learned step ahead: the error it learns from is the reading less half the drift
+    assert lock.drift_per_step_um == pytest.approx(learned + 0.25 * (second["focus_error_um"] - 0.5 * learned))
+    assert second["correction_um"] == pytest.approx(lock.drift_per_step_um)  # still inside the dead band
     assert lock.status()["drift_per_step_um"] == lock.drift_per_step_um
     lock.start()  # a restart forgets the drift
     assert lock.drift_per_step_um == 0.0
@@ -196,23 +206,26 @@ def test_the_integral_term_learns_the_drift_and_moves_by_it_inside_the_dead_band
 
 
 @pytest.mark.slow
-def test_the_integral_term_removes_the_lag_behind_a_steady_drift(predictor: Predictor) -> None:
+def test_the_integral_term_removes_the_lag_behind_a_steady_drift(near_predictor: Predictor) -> None:
     """A proportional lock trails a drift of d per step by about d / gain in its reading; with
-    the integral term the reading's mean error goes to about 0."""
+    the integral term the reading's mean error goes to half the learned drift per step (the lock
+    aims that far ahead, so focus is crossed halfway between frames)."""
     mean_error: dict[float, float] = {}
+    learned: dict[float, float] = {}
     for integral_gain in (0.0, 0.2):
         drift = DriftModel(rate_um_per_min=1.0, oscillation_um=0.0)
         scope = make_scope(seed=21, specimen="cells", frame_shape=(448, 448), drift=drift)
         lock = make_lock(
-            scope, predictor, interval_s=30.0, dead_band_um=0.1, max_correction_um=3.0, integral_gain=integral_gain
+            scope, near_predictor, interval_s=30.0, dead_band_um=0.1, max_correction_um=3.0, integral_gain=integral_gain
         )
         updates: list[dict[str, Any]] = []
         lock.run(on_update=updates.append, duration_s=30 * 60.0)
         errors = [u["focus_error_um"] for u in updates[30:]]
-        mean_error[integral_gain] = float(np.mean(errors))
+        mean_error[integral_gain], learned[integral_gain] = float(np.mean(errors)), lock.drift_per_step_um
     # 0.5 um of drift per 30 s step and gain 0.5: the proportional lock reads about +1 um
-    assert mean_error[0.0] > 0.6
-    assert abs(mean_error[0.2]) < 0.3
+    assert mean_error[0.0] > 0.6 and learned[0.0] == 0.0
+    assert learned[0.2] == pytest.approx(0.5, abs=0.15)
+    assert abs(mean_error[0.2] - 0.5 * learned[0.2]) < 0.3
 
 
 def test_step_with_the_time_lapse_frame_snaps_nothing(predictor: Predictor) -> None:
@@ -224,3 +237,94 @@ def test_step_with_the_time_lapse_frame_snaps_nothing(predictor: Predictor) -> N
     assert update["frame"] == "given" and lock.frames_snapped == 0 and lock.steps == 1
     assert update["defocus_um"] == pytest.approx(predictor.predict(frame).defocus_um, abs=1e-6)
     assert lock.status()["last"] == update
+
+
+def test_calibrate_here_measures_this_field_and_returns_the_stage(predictor: Predictor) -> None:
+    scope = make_scope()
+    z0 = scope.focus_stage.z_um
+    lock = make_lock(scope, predictor, min_confidence=0.0)
+    planes: list[dict[str, Any]] = []
+    cal = lock.calibrate_here(2.0, progress=planes.append)
+    assert lock.calibration is cal and cal.fields == 1 and cal.z_um[0] == -2.0 and cal.z_um[-1] == 2.0
+    assert len(planes) == len(cal.z_um) == 9 and planes[-1]["planes_total"] == 9
+    assert scope.focus_stage.z_um == pytest.approx(z0)  # the sweep leaves the stage where it was
+    lock.start()
+    update = lock.step()  # read through the curve just measured
+    assert update["focus_error_um"] == pytest.approx(cal.defocus_um(update["defocus_um"], None))
+
+
+def test_calibrate_here_refuses_what_would_say_twice_where_focus_is(predictor: Predictor) -> None:
+    scope = make_scope()
+    with pytest.raises(ValueError, match=r"focus_offset_um=\+0.500"):
+        make_lock(scope, predictor, focus_offset_um=0.5).calibrate_here()
+    lock = make_lock(scope, predictor, min_confidence=0.0)
+    for bad in (0.0, -1.0, 10.5, float("nan")):
+        with pytest.raises(ValueError, match="range_um must be in"):
+            lock.calibrate_here(bad)
+    lock.start()
+    with pytest.raises(RuntimeError, match="before starting"):
+        lock.calibrate_here()
+    lock.stop()
+    lock.calibrate_here(1.0)
+    with pytest.raises(ValueError, match="already reads through a calibration"):
+        lock.calibrate_here(1.0)
+
+
+def test_calibrate_here_outside_the_limits_or_cancelled_leaves_the_lock_as_it_was(predictor: Predictor) -> None:
+    scope = make_scope(z_limits_um=(-1000.0, 2.0))
+    lock = make_lock(scope, predictor, min_confidence=0.0)
+    with pytest.raises(LimitError, match="nothing moved"):
+        lock.calibrate_here(4.0)
+    assert lock.calibration is None and scope.focus_stage.z_um == 0.0
+    cancel = CancelToken()
+
+    def cancel_after_three(message: dict[str, Any]) -> None:
+        if message["planes_done"] == 3:
+            cancel.cancel("operator")
+
+    with pytest.raises(CancelledError):
+        lock.calibrate_here(1.5, cancel=cancel, progress=cancel_after_three)
+    assert lock.calibration is None and not scope.focus_stage.is_busy()
+
+
+@pytest.mark.slow
+def test_a_lock_calibrated_here_holds_this_focus_not_the_models_zero(near_predictor: Predictor) -> None:
+    """On this cells field the models' zero lies about 0.4 um from focus: an integral lock without
+    a curve holds it there; with the curve swept on this field it holds the focus the sample was
+    at. The truth is sampled every 5 s, between lock frames too (the drift builds up between them)."""
+    rms: dict[bool, float] = {}
+    mean: dict[bool, float] = {}
+    for here in (False, True):
+        drift = DriftModel(rate_um_per_min=1.0, oscillation_um=0.0)
+        scope = make_scope(seed=1, specimen="cells", frame_shape=(448, 448), drift=drift)
+        truths: list[float] = []
+
+        def sleep(seconds: float, scope: SimulatedMicroscope = scope, truths: list[float] = truths) -> None:
+            while seconds > 1e-9:
+                scope.advance(min(seconds, 5.0))
+                seconds -= min(seconds, 5.0)
+                truths.append(scope.true_defocus_um())
+
+        options = FocusLockOptions(
+            interval_s=30.0, dead_band_um=0.1, max_correction_um=3.0, integral_gain=LOCK_INTEGRAL_GAIN
+        )
+        lock = FocusLock(
+            scope.camera, scope.focus_stage, near_predictor, options, clock=lambda s=scope: s.time_s, sleep=sleep
+        )
+        if here:
+            lock.calibrate_here(LOCK_CURVE_RANGE_UM)
+        lock.run(duration_s=30 * 60.0, poll_s=5.0)
+        settled = np.array(truths[len(truths) // 3 :])
+        rms[here], mean[here] = float(np.sqrt(np.mean(settled**2))), float(np.mean(settled))
+    assert abs(mean[True]) < 0.25 and rms[True] < 0.3, (rms, mean)
+    assert abs(mean[False]) > 0.3 and rms[False] > rms[True] + 0.15, (rms, mean)
+
+
+def test_calibrate_here_refuses_a_field_the_model_reads_alike_around_focus(near_predictor: Predictor) -> None:
+    # on this cells field the models read about +0.6 um from -1.5 to 0 um of defocus (contrast inversion)
+    scope = make_scope(seed=2, specimen="cells")
+    lock = make_lock(scope, near_predictor)
+    with pytest.raises(UnreliableEstimateError, match="cannot see where focus is"):
+        lock.calibrate_here(LOCK_CURVE_RANGE_UM)
+    assert lock.calibration is None and scope.focus_stage.z_um == pytest.approx(0.0)
+    assert MAX_FLAT_AT_FOCUS_UM < 1.5

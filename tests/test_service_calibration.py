@@ -4,6 +4,7 @@ use in /autofocus and /focus-lock, persist across a restart, refuse bad input.""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ from service_settings import make_test_settings
 from test_service import AUTH, KEY, assert_problem, wait_job
 
 from autofocus.calibration import FocusCalibration
-from autofocus.calibration_settings import CALIBRATED_AIM_UM, DEFAULT_FIELDS
+from autofocus.calibration_settings import CALIBRATED_AIM_UM, DEFAULT_FIELDS, LOCK_INTEGRAL_GAIN
 from drivers.errors import ConfigurationError
 from service.app import create_app
 
@@ -180,3 +181,30 @@ def test_a_measure_without_the_brightness_correction_fits_none(client: TestClien
     bad = client.post("/calibration/measure", json={**body, "brightness_correction": "maybe"}, headers=AUTH)
     assert "brightness_correction" in json.dumps(assert_problem(bad, 422))
     client.delete("/calibration", headers=AUTH)
+
+
+def test_a_lock_can_first_measure_the_field_it_holds(client: TestClient) -> None:
+    for bad, message in (
+        ({"calibrate_range_um": 2.0, "use_calibration": True}, "not both"),
+        ({"calibrate_range_um": 2.0, "options": {"focus_offset_um": 0.5}}, "send focus_offset_um 0"),
+        ({"calibrate_range_um": 0}, "calibrate_range_um"),
+        ({"calibrate_range_um": 10.5}, "calibrate_range_um"),
+    ):
+        assert message in json.dumps(assert_problem(client.post("/focus-lock", json=bad, headers=AUTH), 422))
+    z0 = client.get("/stage/z").json()["z_um"]
+    options = {"interval_s": 0.2, "integral_gain": LOCK_INTEGRAL_GAIN, "min_confidence": 0.0}
+    r = client.post("/focus-lock", json={"options": options, "calibrate_range_um": 2.0}, headers=AUTH)
+    assert r.status_code == 202, r.text
+    job_id = r.json()["id"]
+    deadline = time.monotonic() + 60
+    while "state" not in (client.get(f"/jobs/{job_id}").json()["progress"] or {}):  # the sweep reports planes first
+        assert time.monotonic() < deadline, "the lock did not start after its sweep"
+        time.sleep(0.1)
+    client.delete("/focus-lock", headers=AUTH)
+    job = wait_job(client, job_id)
+    assert job["status"] == "cancelled" and job["params"]["calibrate_range_um"] == 2.0
+    curve = job["result"]["calibration"]
+    assert curve["z_range_um"] == [-2.0, 2.0] and curve["planes"] == 9 and curve["fields"] == 1
+    assert job["result"]["steps"] >= 1
+    assert client.get("/calibration").json()["active"] is False  # the curve is the lock's own, not stored
+    assert abs(client.get("/stage/z").json()["z_um"] - z0) < 3.0

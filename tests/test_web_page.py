@@ -19,7 +19,13 @@ import httpx
 import pytest
 from service_settings import make_test_settings
 
-from autofocus.calibration_settings import CALIBRATED_AIM_UM, DEFAULT_FIELDS, DEFAULT_RANGE_UM
+from autofocus.calibration_settings import (
+    CALIBRATED_AIM_UM,
+    DEFAULT_FIELDS,
+    DEFAULT_RANGE_UM,
+    LOCK_CURVE_RANGE_UM,
+    LOCK_INTEGRAL_GAIN,
+)
 from service.app import create_app
 from service.testing import serve_in_thread
 
@@ -194,6 +200,15 @@ def open_page_with_key(browser: Any, server: str, errors: list[str]) -> Any:
     return page
 
 
+def move_in_legs(server: str, z_um: float, max_step_um: float) -> None:
+    """Move the stage to ``z_um`` through the API in moves the stage accepts (at most ``max_step_um``)."""
+    z = httpx.get(f"{server}/stage/z").json()["z_um"]
+    while abs(z_um - z) > 1e-6:
+        z += max(-max_step_um, min(max_step_um, z_um - z))
+        r = httpx.post(f"{server}/stage/z", json={"z_um": z}, headers={"X-API-Key": KEY}, timeout=60)
+        assert r.status_code == 200, r.text
+
+
 def test_calibrate_aim_and_drop_from_the_page(server: str, browser: Any) -> None:
     errors: list[str] = []
     page = open_page_with_key(browser, server, errors)
@@ -246,5 +261,42 @@ def test_calibrate_aim_and_drop_from_the_page(server: str, browser: Any) -> None
     assert float(later.input_value("#aim")) == CALIBRATED_AIM_UM
     later.close()
     assert httpx.delete(f"{server}/calibration", headers={"X-API-Key": KEY}).status_code == 200
+    assert errors == []
+    page.close()
+
+
+def test_hold_this_focus_from_the_page(server: str, browser: Any) -> None:
+    errors: list[str] = []
+    page = open_page_with_key(browser, server, errors)
+    wait_js(page, "document.getElementById('z-value').textContent !== '–'", 30)
+    assert page.is_checked("#lock-here")  # the lock holds the focus the sample is at, by default
+    # near the soft limit the sweep cannot be made: the lock fails, says why, and nothing moved
+    stage = httpx.get(f"{server}/stage/z").json()
+    start_z, near_limit = stage["z_um"], stage["limits_um"][1] - 1.0
+    move_in_legs(server, near_limit, stage["max_step_um"])
+    wait_js(page, f"Math.abs(Number(document.getElementById('z-value').textContent) - ({near_limit})) < 0.011", 30)
+    page.click(".lock .switch")
+    page.wait_for_selector(".toast.bad", timeout=30_000)
+    assert "Focus lock failed" in page.text_content(".toast.bad") and "nothing moved" in page.text_content("#lock-text")
+    assert httpx.get(f"{server}/stage/z").json()["z_um"] == pytest.approx(near_limit)
+    wait_js(page, "!document.getElementById('lock-toggle').checked", 10)
+    # focused (here with the simulator's truth), the lock measures this field, then holds its focus
+    move_in_legs(server, start_z, stage["max_step_um"])
+    focus_z = round(start_z + stage["direction"] * truth_um(server), 2)
+    page.fill("#goto-z", str(focus_z))
+    page.click("#goto-form button")
+    wait_js(page, f"Math.abs(Number(document.getElementById('z-value').textContent) - ({focus_z})) < 0.011", 30)
+    wait_js(page, "document.querySelectorAll('.toast').length === 0", 15)
+    page.click(".lock .switch")
+    wait_js(page, "document.getElementById('lock-text').textContent.includes('from the held focus')", 120)
+    job = httpx.get(f"{server}/focus-lock").json()["job"]
+    assert job["params"]["calibrate_range_um"] == LOCK_CURVE_RANGE_UM
+    assert job["params"]["options"]["integral_gain"] == LOCK_INTEGRAL_GAIN
+    assert page.text_content("#lock-badge") == "locked"
+    page.click(".lock .switch")
+    wait_js(page, "document.getElementById('lock-text').textContent.includes('ended (cancelled)')", 30)
+    ended = httpx.get(f"{server}/jobs/{job['id']}").json()
+    assert ended["result"]["calibration"]["z_range_um"] == [-LOCK_CURVE_RANGE_UM, LOCK_CURVE_RANGE_UM]
+    assert abs(truth_um(server)) < 1.0
     assert errors == []
     page.close()

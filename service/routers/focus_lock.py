@@ -1,4 +1,9 @@
-"""Focus lock: a job that keeps correcting drift until DELETE /focus-lock (or any cancel)."""
+"""Focus lock: a job that keeps correcting drift until DELETE /focus-lock (or any cancel).
+
+With ``calibrate_range_um`` the job first measures a curve on the current field around the
+current Z (``FocusLock.calibrate_here``; its planes are reported as ``"event": "plane"``
+progress) and then holds that Z's focus; the job's result carries the curve's summary.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +12,10 @@ from typing import Annotated, Any
 
 import pydantic.dataclasses as pdc
 from fastapi import APIRouter, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from autofocus.focuslock import FocusLock, FocusLockOptions
+from autofocus.calibration_settings import DEFAULT_STEP_UM, LOCK_CURVE_RANGE_UM, LOCK_INTEGRAL_GAIN, MAX_RANGE_UM
+from autofocus.focuslock import MAX_FLAT_AT_FOCUS_UM, FocusLock, FocusLockOptions
 from drivers.errors import CancelledError
 from service.deps import ReadAccess, State, WriteAccess
 from service.errors import problem_responses
@@ -41,9 +47,31 @@ class FocusLockRequest(BaseModel):
         "RMS 0.21 um when the curve was measured on the lock's field (+-4 um), 1.07 um with a curve from 9 other "
         "fields: calibrate on the field you lock first (docs/autofocus.md)",
     )
+    calibrate_range_um: Annotated[float | None, Field(gt=0, le=MAX_RANGE_UM)] = Field(
+        default=None,
+        description="hold the focus the sample is at now: first sweep -this..+this um around the current Z on this "
+        f"field (one frame per {DEFAULT_STEP_UM} um plane, the stage then returns) and lock through that curve "
+        f"(it is not stored). With options.integral_gain {LOCK_INTEGRAL_GAIN} and {LOCK_CURVE_RANGE_UM:g} um this "
+        "held best in simulation (docs/autofocus.md); a field the model reads alike over more than "
+        f"{MAX_FLAT_AT_FOCUS_UM} um around focus fails the job (422). Not with use_calibration or "
+        "options.focus_offset_um; null: no sweep",
+    )
     duration_s: Annotated[float | None, Field(gt=0, le=7 * 24 * 3600)] = Field(
         default=None, description="end the lock after this long; None: until DELETE /focus-lock"
     )
+
+    @model_validator(mode="after")
+    def _one_focus(self) -> FocusLockRequest:
+        """A curve measured here says where focus is: neither the stored calibration nor an offset may too."""
+        if self.calibrate_range_um is not None:
+            if self.use_calibration:
+                raise ValueError("give calibrate_range_um (a curve measured here) or use_calibration, not both")
+            if self.options.focus_offset_um != 0.0:
+                raise ValueError(
+                    f"calibrate_range_um holds the focus the sample is at now; options.focus_offset_um="
+                    f"{self.options.focus_offset_um:+.3f} would move it: send focus_offset_um 0"
+                )
+        return self
 
 
 def _sleeper(state: ServiceState, job: Job) -> Any:
@@ -87,7 +115,10 @@ def start_focus_lock(request: FocusLockRequest, response: Response, state: State
         def on_update(update: dict[str, Any]) -> None:
             job.report(finite(update))
 
+        if request.calibrate_range_um is not None:
+            lock.calibrate_here(request.calibrate_range_um, cancel=job.cancel_token, progress=on_update)
         result = finite(lock.run(job.cancel_token, on_update, duration_s=duration_s))
+        result["calibration"] = lock.calibration.summary() if lock.calibration is not None else None
         if job.cancel_token.cancelled:
             raise JobFailedError(CancelledError(f"focus lock ended: {job.cancel_token.reason}"), result)
         return result
@@ -99,6 +130,7 @@ def start_focus_lock(request: FocusLockRequest, response: Response, state: State
     params = {
         "options": finite(vars(options)),
         "duration_s": duration_s,
+        "calibrate_range_um": request.calibrate_range_um,
         "calibration": calibration.summary() if calibration is not None else None,
     }
     job = state.jobs.start("focus-lock", params, work, finish)

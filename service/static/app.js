@@ -12,6 +12,10 @@ const TRACE_WINDOW_S = 180;
 const STATUS_PERIOD_MS = 1000;
 const ESTIMATE_PERIOD_MS = 2000;
 const OFFSET_FRAMES = 5;     // live estimates whose median "Set from estimate" takes
+// "hold this focus": the sweep and integral gain of the lock that held best in simulation
+// (autofocus.calibration_settings LOCK_CURVE_RANGE_UM / LOCK_INTEGRAL_GAIN; docs/autofocus.md)
+const LOCK_CURVE_RANGE_UM = 4;
+const LOCK_INTEGRAL_GAIN = 0.2;
 
 const $ = (id) => document.getElementById(id);
 
@@ -451,7 +455,9 @@ function jobFinished(job) {
   if (ui.events) ui.events.close();
   ui.events = null;
   if (job.kind === "focus-lock") {
-    setJobUi(job.kind, false, `Focus lock ended (${job.status}).`);
+    const why = job.status === "failed" && job.error ? `: ${job.error.detail}` : "";
+    setJobUi(job.kind, false, `Focus lock ended (${job.status})${why}`);
+    if (job.status === "failed") toast("Focus lock failed", job.error ? job.error.detail : "", "bad");
   } else if (job.kind === "calibration") {
     setJobUi(job.kind, false, `calibration ${job.status}${job.error ? ": " + job.error.detail : ""}`);
     if (job.status === "succeeded") {
@@ -484,11 +490,16 @@ function trackJob(job) {
   ui.events = es;
   es.addEventListener("progress", (message) => {
     const p = JSON.parse(message.data);
+    if (job.kind === "focus-lock" && p.event === "plane") {  // "hold this focus" measures the field first
+      setJobUi(job.kind, true, `measuring this field: plane ${p.planes_done}/${p.planes_total}, reads ${signed(p.reading_um)} µm at ${signed(p.defocus_um)} µm`);
+      return;
+    }
     if (job.kind === "focus-lock") {
       pushPoint("est", p.defocus_um);
       pushPoint("z", p.z_um);
       showEstimate(p);
-      setJobUi(job.kind, true, `state ${p.state}: defocus ${signed(p.defocus_um)} µm, correction ${signed(p.correction_um)} µm`);
+      const off = p.focus_error_um === null ? "" : ` (${signed(p.focus_error_um)} µm from the held focus)`;
+      setJobUi(job.kind, true, `state ${p.state}: reads ${signed(p.defocus_um)} µm${off}, correction ${signed(p.correction_um)} µm`);
       return;
     }
     if (p.event === "estimate") {
@@ -621,7 +632,10 @@ async function setFocusLock(on) {
   try {
     if (on) {
       const interval = Math.max(0.5, Number($("lock-interval").value) || 2);
-      const job = await api("POST", "/focus-lock", { options: { interval_s: interval, focus_offset_um: ui.calibration ? 0 : focusOffset() } });
+      const body = $("lock-here").checked
+        ? { options: { interval_s: interval, integral_gain: LOCK_INTEGRAL_GAIN }, calibrate_range_um: LOCK_CURVE_RANGE_UM }
+        : { options: { interval_s: interval, focus_offset_um: ui.calibration ? 0 : focusOffset() } };
+      const job = await api("POST", "/focus-lock", body);
       trackJob(job);
     } else {
       await api("DELETE", "/focus-lock");
