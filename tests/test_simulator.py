@@ -12,6 +12,7 @@ from scipy import ndimage
 
 from autofocus.cli import main as cli_main
 from drivers.simulated import OBJECTIVES, SPECIMEN_KINDS, DriftModel, SimulatedMicroscope
+from drivers.simulated.microscope import MAX_RENDER_DEFOCUS_UM
 from drivers.simulated.specimen import lattice_coords, render_specimen
 
 
@@ -388,3 +389,24 @@ def test_describe_is_json_and_complete() -> None:
     assert info["objective"] == "40x/0.65" and info["specimen"] == "sparse" and info["bayer"] is True
     assert info["spherical_aberration_waves"] == 0.02
     assert info["drift"]["thermal_um"] == DriftModel.typical().thermal_um
+
+
+def test_far_out_of_focus_frames_are_rendered_at_the_cap_and_the_truth_is_not_capped() -> None:
+    """The soft limits allow 1000 um of defocus; rendering that far would need a padding the size
+    of the blur disc (out of memory). Beyond MAX_RENDER_DEFOCUS_UM a frame is that far out's."""
+    scope = _opened(SimulatedMicroscope(seed=1, frame_shape=(96, 128), noise=False))
+    stage = scope.focus_stage
+
+    def go(z: float) -> None:
+        while abs(stage.z_um - z) > 1e-9:
+            stage.move_to(stage.z_um + max(-stage.max_step_um, min(stage.max_step_um, z - stage.z_um)))
+
+    frames = []
+    for z in (-MAX_RENDER_DEFOCUS_UM, -2 * MAX_RENDER_DEFOCUS_UM, -1000.0 + MAX_RENDER_DEFOCUS_UM / 2):
+        go(z)
+        assert scope.true_defocus_um() == pytest.approx(-stage.direction * z)
+        frames.append(scope.camera.snap())
+    for other in frames[1:]:
+        np.testing.assert_array_equal(other, frames[0])
+    go(-MAX_RENDER_DEFOCUS_UM / 2)  # closer in, the frame still changes with defocus
+    assert not np.array_equal(scope.camera.snap(), frames[0])
