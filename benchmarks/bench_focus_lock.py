@@ -7,7 +7,8 @@ between corrections. Frames are a centred ``--frame`` ROI (default 448x448 = 2x2
 2 min for 8 hours); ``--frame 2592x1944`` (full frames) takes 30-40 min on 2 cores.
 ``--calibrate-frames``, ``--calibrate-curve-um`` and ``--stored-calibration-fields`` lock through
 a focus offset, a curve on the lock's field, or a calibration stored beforehand on a grid of
-fields; ``--integral-gain`` turns on the lock's integral term.
+fields; ``--integral-gain`` turns on the lock's integral term. ``--fields N`` runs the lock on N
+fields (seeds) in turn and writes only a summary of each.
 
     .venv/bin/python benchmarks/bench_focus_lock.py [--hours 8] [--interval-s 30] [--frame 448x448]
 """
@@ -28,13 +29,15 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench_closed_loop import calibrate_curves  # noqa: E402  (a calibration on a drift-free slide)
+from machine import cpu_model  # noqa: E402
 from model_options import add_model_arguments, open_predictor, settings  # noqa: E402
 
 from autofocus.aggregation import AGGREGATES, DEFAULT_AGGREGATE  # noqa: E402
-from autofocus.calibration import FocusCalibration, measure_calibration  # noqa: E402
-from autofocus.calibration_settings import DEFAULT_RANGE_UM, DEFAULT_STEP_UM  # noqa: E402
+from autofocus.calibration import FocusCalibration  # noqa: E402
+from autofocus.calibration_settings import DEFAULT_RANGE_UM  # noqa: E402
 from autofocus.focuslock import FocusLock, FocusLockOptions  # noqa: E402
 from autofocus.offset import measure_focus_offset  # noqa: E402
+from drivers.errors import UnreliableEstimateError  # noqa: E402
 from drivers.simulated import DriftModel, SimulatedMicroscope  # noqa: E402
 from models.checkpoint import load_checkpoint  # noqa: E402
 
@@ -89,26 +92,78 @@ def main() -> int:
         "earlier; lock through it (0: none)",
     )
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="the simulated slide (its field of view)")
+    parser.add_argument(
+        "--fields",
+        type=int,
+        default=1,
+        help="run the lock on this many fields (seeds --seed, --seed + 1, ...) and write a summary only",
+    )
     parser.add_argument("--name", default="focus_lock", help="result file name stem")
     args = parser.parse_args()
     chosen = [args.calibrate_frames > 0, args.calibrate_curve_um > 0, args.stored_calibration_fields > 0]
     if sum(chosen) > 1:
         parser.error("give one of --calibrate-frames, --calibrate-curve-um and --stored-calibration-fields")
 
-    width, height = (int(v) for v in args.frame.lower().split("x"))
     trained = "untrained" not in str(load_checkpoint(args.model).meta.get("status", ""))
     print(
         f"model: {args.model or 'bundled checkpoint'} ({'trained' if trained else 'UNTRAINED placeholder'}); "
-        f"load average {[round(x, 2) for x in os.getloadavg()]}"
+        f"load average {[round(x, 2) for x in os.getloadavg()]}; {cpu_model()}, {os.cpu_count()} cores"
     )
+    predictor = open_predictor(args, threads=args.threads, aggregate=args.aggregate)
+    print(f"models: {predictor.description}")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    if args.fields > 1:
+        return run_fields(args, predictor, trained)
+    result, trace = run_lock(args, args.seed, predictor)
+    if trace is None:
+        return 1
+    result = {"model_trained": trained, "settings": settings(args), "cpu": cpu_model(), **result}
+    updates = result.pop("updates")
+    (RESULTS / f"{args.name}.json").write_text(json.dumps({**result, "updates": updates[:2000]}, indent=1) + "\n")
+    plot(trace, result, RESULTS / f"{args.name}.png")
+    print(f"wrote {RESULTS / args.name}.json and .png")
+    return 0
+
+
+def run_fields(args: argparse.Namespace, predictor: Any, trained: bool) -> int:
+    """The same lock on ``--fields`` fields (seeds ``--seed``, ``--seed`` + 1, ...): a summary, no traces."""
+    runs = []
+    for seed in range(args.seed, args.seed + args.fields):
+        result, _ = run_lock(args, seed, predictor)
+        result.pop("updates", None)
+        runs.append(result)
+    held = [r["rms_error_um"] for r in runs if "rms_error_um" in r]
+    summary = {
+        "fields": args.fields,
+        "refused": sum("refused" in r for r in runs),
+        "median_rms_error_um": round(float(np.median(held)), 3) if held else None,
+        "worst_rms_error_um": round(float(np.max(held)), 3) if held else None,
+    }
+    print(
+        f"{args.fields} fields, {args.hours} h each: {summary['refused']} refused; RMS error median "
+        f"{summary['median_rms_error_um']} um, worst {summary['worst_rms_error_um']} um"
+    )
+    for r in runs:
+        held_here = "refused" if "refused" in r else f"RMS {r['rms_error_um']} um, worst {r['worst_error_um']} um"
+        print(f"  seed {r['seed']}: {held_here}")
+    out = {"model_trained": trained, "settings": settings(args), "cpu": cpu_model(), **summary, "runs": runs}
+    (RESULTS / f"{args.name}.json").write_text(json.dumps(out, indent=1) + "\n")
+    print(f"wrote {RESULTS / args.name}.json")
+    return 0
+
+
+def run_lock(args: argparse.Namespace, seed: int, predictor: Any) -> tuple[dict[str, Any], np.ndarray | None]:
+    """One lock of ``--hours`` on field ``seed``: its figures and the (time, truth, drift) trace
+    (None where ``calibrate_here`` refused the field)."""
+    width, height = (int(v) for v in args.frame.lower().split("x"))
     drift = DriftModel(
         rate_um_per_min=args.drift_um_per_min,
         oscillation_um=args.oscillation_um,
         oscillation_period_s=args.oscillation_period_s,
     )
     scope = SimulatedMicroscope(
-        seed=args.seed,
+        seed=seed,
         specimen=args.specimen,
         frame_shape=(height, width),
         drift=drift,
@@ -117,8 +172,6 @@ def main() -> int:
     )
     scope.camera.open()
     scope.focus_stage.open()
-    predictor = open_predictor(args, threads=args.threads, aggregate=args.aggregate)
-    print(f"models: {predictor.description}")
 
     trace: list[tuple[float, float, float]] = []  # (time_s, true defocus, drift)
 
@@ -146,16 +199,11 @@ def main() -> int:
             predictor=predictor,
             specimens=[args.specimen],
             frame_shape=(height, width),
-            seed=args.seed,
+            seed=seed,
             backlash_um=0.0,  # the lock's simulated stage has none either
             layout="grid",
         )[args.specimen]
         print(f"stored calibration: {calibration.fields} fields, {calibration.reading_at_focus_um:+.3f} um at focus")
-    if args.calibrate_curve_um > 0:  # a sweep around the in-focus start, on the lock's own field
-        calibration = measure_calibration(
-            scope.camera, scope.focus_stage, predictor, range_um=args.calibrate_curve_um, step_um=DEFAULT_STEP_UM
-        )
-        print(f"calibration: reads {calibration.reading_at_focus_um:+.3f} um at focus ({scope.time_s:.1f} s simulated)")
     options = FocusLockOptions(
         focus_offset_um=focus_offset_um,
         interval_s=args.interval_s,
@@ -173,6 +221,13 @@ def main() -> int:
         clock=lambda: scope.time_s,
         sleep=sleep,
     )
+    if args.calibrate_curve_um > 0:  # a sweep around the in-focus start, on the lock's own field
+        try:
+            calibration = lock.calibrate_here(args.calibrate_curve_um)
+        except UnreliableEstimateError as exc:
+            print(f"seed {seed}: calibrate_here refused: {exc}")
+            return {"seed": seed, "refused": str(exc)}, None
+        print(f"calibration: reads {calibration.reading_at_focus_um:+.3f} um at focus ({scope.time_s:.1f} s simulated)")
     updates: list[dict[str, Any]] = []
     t0 = time.monotonic()
 
@@ -196,8 +251,7 @@ def main() -> int:
     drifts = np.array([t[2] for t in trace])
     settled = times >= 2 * args.interval_s
     result = {
-        "model_trained": trained,
-        "settings": settings(args),
+        "seed": seed,
         "elapsed_s": round(elapsed, 1),
         "focus_offset_um": focus_offset_um,
         "calibration": calibration.to_dict() if calibration is not None else None,
@@ -223,13 +277,17 @@ def main() -> int:
         f"corrections, {result['paused_steps']} paused steps; final state {status['state']} ({status['reason']}); "
         f"{elapsed:.0f} s wall"
     )
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{args.name}.json").write_text(json.dumps({**result, "updates": updates[:2000]}, indent=1) + "\n")
+    return {**result, "updates": updates}, np.array(trace)
 
+
+def plot(trace: np.ndarray, result: dict[str, Any], path: Path) -> None:
+    """The drift and the true defocus with the lock over time."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    times, errors, drifts = trace[:, 0], trace[:, 1], trace[:, 2]
 
     fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(8, 5), sharex=True)
     ax1.plot(times / 3600, drifts - drifts[0], color="0.5", lw=1, label="drift (um)")
@@ -244,9 +302,7 @@ def main() -> int:
         fontsize=9,
     )
     fig.tight_layout()
-    fig.savefig(RESULTS / f"{args.name}.png", dpi=120)
-    print(f"wrote {RESULTS / args.name}.json and .png")
-    return 0
+    fig.savefig(path, dpi=120)
 
 
 if __name__ == "__main__":

@@ -161,11 +161,20 @@ class AutofocusClient:
     def cancel(self, job_id: str, wait_s: float = 10.0) -> dict[str, Any]:
         return self._request("DELETE", f"/jobs/{job_id}", params={"wait_s": wait_s})
 
-    def focus_lock_on(self, options: dict[str, Any] | None = None, duration_s: float | None = None) -> dict:
-        """Start the focus lock; returns its job."""
+    def focus_lock_on(
+        self,
+        options: dict[str, Any] | None = None,
+        duration_s: float | None = None,
+        calibrate_range_um: float | None = None,
+    ) -> dict:
+        """Start the focus lock; returns its job. ``calibrate_range_um`` (e.g. 4, with
+        ``options={"integral_gain": 0.2}``): first measure this field around the current Z and
+        hold this focus (``POST /focus-lock``'s field of that name)."""
         body: dict[str, Any] = {"options": options or {}}
         if duration_s is not None:
             body["duration_s"] = duration_s
+        if calibrate_range_um is not None:
+            body["calibrate_range_um"] = calibrate_range_um
         return self._request("POST", "/focus-lock", json=body)
 
     def focus_lock_off(self) -> dict[str, Any]:

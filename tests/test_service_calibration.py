@@ -123,7 +123,7 @@ def test_measure_then_autofocus_and_lock_read_through_it(client: TestClient) -> 
     job = wait_job(client, r.json()["id"])
     assert job["params"]["calibration"] is None and job["result"]["focus_offset_um"] == 0.5
 
-    # the lock uses it only when asked (by default it holds better without, docs/autofocus.md)
+    # the lock uses it only when asked (a curve from other fields holds worse than none, docs/autofocus.md)
     for use, expected in ((False, None), (True, cal.summary())):
         body = {"options": {"interval_s": 0.2}, "duration_s": 0.5, **({"use_calibration": True} if use else {})}
         r = client.post("/focus-lock", json=body, headers=AUTH)

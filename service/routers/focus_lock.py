@@ -41,11 +41,9 @@ class FocusLockRequest(BaseModel):
     options: FocusLockOptionsIn = Field(default_factory=FocusLockOptionsIn, description="lock options")
     use_calibration: bool = Field(
         default=False,
-        description="read defocus through the stored calibration (GET /calibration). Off by default. With a "
-        "proportional lock (integral_gain 0) a calibration held worse (simulated 8 h: RMS 0.80 um against 0.44 um "
-        "plain): the lock's lag offset the model's bias. With it and options.integral_gain 0.2 the lock held "
-        "RMS 0.21 um when the curve was measured on the lock's field (+-4 um), 1.07 um with a curve from 9 other "
-        "fields: calibrate on the field you lock first (docs/autofocus.md)",
+        description="read defocus through the stored calibration (GET /calibration). Off by default: a curve from "
+        "other fields carries their difference from the locked one (simulated 8 h with options.integral_gain 0.2: "
+        "RMS 0.81 um). To hold the focus the sample is at, give calibrate_range_um instead (docs/autofocus.md)",
     )
     calibrate_range_um: Annotated[float | None, Field(gt=0, le=MAX_RANGE_UM)] = Field(
         default=None,
