@@ -83,7 +83,9 @@ def test_focus_lock_on_off_and_stop(af: AutofocusClient) -> None:
     assert af.wait(job["id"])["status"] == "cancelled"
     here = af.focus_lock_on({"interval_s": 0.3, "integral_gain": 0.2}, duration_s=1.0, calibrate_range_um=1.0)
     done = af.wait(here["id"])
-    assert done["status"] == "succeeded" and done["result"]["calibration"]["z_range_um"] == [-1.0, 1.0]
+    curve = done["result"]["calibration"]  # this field's curve (a plane with too few reliable frames is left out)
+    assert done["status"] == "succeeded" and done["params"]["calibrate_range_um"] == 1.0 and curve["fields"] == 1
+    assert -1.0 <= curve["z_range_um"][0] < 0.0 < curve["z_range_um"][1] <= 1.0
     started = af.autofocus("zscan", wait=False)
     stopped = af.stop()
     assert stopped["cancelled_job_id"] == started["id"]
