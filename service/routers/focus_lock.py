@@ -55,7 +55,9 @@ class FocusLockRequest(BaseModel):
         "options.focus_offset_um; null: no sweep",
     )
     duration_s: Annotated[float | None, Field(gt=0, le=7 * 24 * 3600)] = Field(
-        default=None, description="end the lock after this long; None: until DELETE /focus-lock"
+        default=None,
+        description="end the lock after this long (counted from its first frame, after any calibrate_range_um "
+        "sweep); None: until DELETE /focus-lock",
     )
 
     @model_validator(mode="after")
