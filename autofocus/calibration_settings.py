@@ -45,8 +45,8 @@ DEFAULT_FIELDS = 9
 DEFAULT_FIELD_SPACING_UM = 500.0  # grid spacing of those fields
 # A focus lock that holds the focus the sample is at (FocusLock.calibrate_here): a curve swept
 # +-4 um on the locked field, read with the integral term. 1 um/min drift and a 1 um oscillation,
-# one 448x448 frame every 30 s (bench_focus_lock.py): 10 fields x 2 simulated hours per specimen,
-# RMS median 0.21 um (cells) and 0.20 um (tissue) with gain 0.2, against 0.67 / 0.27 um for the
+# one 448x448 frame every 30 s (bench_focus_lock.py): 20 fields x 2 simulated hours per specimen,
+# RMS median 0.21 um (cells) and 0.20 um (tissue) with gain 0.2, against 0.68 / 0.32 um for the
 # default proportional lock; on one field for 8 h (before the half-step lead) 0.21 / 0.21 / 0.22
 # um with integral gains 0.1 / 0.2 / 0.3.
 LOCK_CURVE_RANGE_UM = 4.0
