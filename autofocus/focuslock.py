@@ -36,7 +36,9 @@ already has: ``step(frame)`` then costs no extra exposure) and corrects it:
   calibration 1.15 um, and with a calibration from 9 other fields 0.81 um (``docs/autofocus.md``);
 * **holding the focus you are at** (what a hardware focus lock does): ``calibrate_here(4.0)``
   before ``start()``/``run()`` sweeps +-4 um around the current position on the current field
-  and locks through that curve, so the lock holds this Z's focus rather than the model's zero.
+  and locks through that curve, so the lock holds this Z's focus rather than the model's zero
+  (the reading it had here: where focus lies in a run of planes the fit reads alike, the curve
+  maps that reading to the run's middle, ``curve_zero_um``, and errors count from there).
   With ``integral_gain=0.2`` this is the lock that held best: RMS 0.21 um (cells) and 0.20 um
   (tissue) at the median of 20 simulated fields each, against 0.68 and 0.32 um for the default
   lock. A field whose curve reads alike around focus is refused (``MAX_FLAT_AT_FOCUS_UM``). The sweep
@@ -160,6 +162,9 @@ class FocusLock:
         self._reliable_run = 0
         self._needs_flush = True
         self.drift_per_step_um = 0.0  # the integral term: drift learned per step (integral_gain)
+        # calibrate_here: what its curve makes of the reading at the start (0 unless focus lies in
+        # a run of planes the fit reads alike, whose middle it maps to); errors are counted from it
+        self.curve_zero_um = 0.0
 
     # -- calibration on the locked field ---------------------------------------------------------
     def calibrate_here(
@@ -210,6 +215,7 @@ class FocusLock:
                 "own zero, or a focus offset), or on a field with more structure"
             )
         self.calibration = cal
+        self.curve_zero_um = cal.defocus_um(cal.reading_at_focus_um)
         self._needs_flush = True
         return cal
 
@@ -288,7 +294,7 @@ class FocusLock:
                 self.state = "running"
                 self.reason = f"resumed after {self._reliable_run} reliable estimates"
             if self.calibration is not None:
-                error_um = self.calibration.defocus_um(pred.defocus_um, pred.brightness)
+                error_um = self.calibration.defocus_um(pred.defocus_um, pred.brightness) - self.curve_zero_um
             else:
                 error_um = pred.defocus_um - o.focus_offset_um
             # aim half a step's drift ahead, so that focus is crossed halfway to the next frame

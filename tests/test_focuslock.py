@@ -253,6 +253,21 @@ def test_calibrate_here_measures_this_field_and_returns_the_stage(predictor: Pre
     assert update["focus_error_um"] == pytest.approx(cal.defocus_um(update["defocus_um"], None))
 
 
+def test_a_lock_calibrated_here_holds_the_reading_it_had_where_focus_lies_in_a_flat_run(
+    near_predictor: Predictor,
+) -> None:
+    # on this cells field the fit reads 0 and -0.5 um alike, so the curve maps the reading at focus
+    # to the middle of that run; the lock counts errors from there, i.e. holds the reading it had
+    scope = make_scope(seed=0, specimen="cells", noise=False)  # the same frame at the same z
+    lock = make_lock(scope, near_predictor, min_confidence=0.0, dead_band_um=0.0, integral_gain=0.2)
+    cal = lock.calibrate_here(2.0)
+    assert 0.0 < cal.flat_at_focus_um <= MAX_FLAT_AT_FOCUS_UM
+    assert lock.curve_zero_um == pytest.approx(cal.defocus_um(cal.reading_at_focus_um)) and lock.curve_zero_um < -0.1
+    lock.start()
+    update = lock.step()  # at the Z the sweep started from: nothing to correct
+    assert update["focus_error_um"] == pytest.approx(0.0, abs=1e-6) and update["correction_um"] == 0.0
+
+
 def test_calibrate_here_refuses_what_would_say_twice_where_focus_is(predictor: Predictor) -> None:
     scope = make_scope()
     with pytest.raises(ValueError, match=r"focus_offset_um=\+0.500"):
