@@ -32,7 +32,7 @@ already has: ``step(frame)`` then costs no extra exposure) and corrects it:
   Use it with a calibration measured on the lock's field (``calibrate_here``): it holds the
   reading at the wanted focus, and the bundled models' own zero lies up to 1.2 um from focus on
   cells. Over 8 simulated hours on one field with a +-4 um curve measured at the start on the
-  lock's field, ``integral_gain=0.2`` held RMS 0.26 um against 0.80 um without it; without a
+  lock's field, ``integral_gain=0.2`` held RMS 0.20 um against 0.80 um without it; without a
   calibration 1.15 um, and with a calibration from 9 other fields 0.81 um (``docs/autofocus.md``);
 * **holding the focus you are at** (what a hardware focus lock does): ``calibrate_here(4.0)``
   before ``start()``/``run()`` sweeps +-4 um around the current position on the current field
@@ -88,7 +88,7 @@ LockState = Literal["running", "paused_unreliable", "stopped"]
 LOCK_STATES: tuple[str, ...] = ("running", "paused_unreliable", "stopped")
 # calibrate_here refuses a curve that reads alike over more than this around focus (FocusCalibration.
 # flat_at_focus_um). 10 cells fields, +-4 um in 0.5 um planes, 2 simulated hours each (bench_focus_lock.py
-# --fields 10): 8 read alike over at most 0.5 um and held RMS 0.19-0.27 um; 2 over 1.5 um, where the curve
+# --fields 10): 8 read alike over at most 0.5 um and held RMS 0.19-0.21 um; 2 over 1.5 um, where the curve
 # put the focus 1.8-2.0 um off, and held 0.60 and 0.83 um. On 10 other fields it refused 1 (0.55 um if
 # locked anyway); the other 9 held 0.20-0.22 um.
 MAX_FLAT_AT_FOCUS_UM = 0.75
