@@ -43,7 +43,9 @@ already has: ``step(frame)`` then costs no extra exposure) and corrects it:
   (tissue) at the median of 20 simulated fields each, against 0.68 and 0.32 um for the default
   lock. A field whose curve reads alike around focus is refused (``MAX_FLAT_AT_FOCUS_UM``). The sweep
   costs 17 frames once (one per plane at ``DEFAULT_STEP_UM``; the stage then returns to
-  where it was, from below);
+  where it was, from below). Where the model reads more than ``OUT_OF_FOCUS_READING_UM`` from 0
+  at the start the sample is probably not in focus: the lock holds that plane anyway (a plane
+  beside focus may be wanted) and logs a warning (``held_focus_warning``);
 * **reliability**: an estimate is unreliable when the frame is blank or its confidence is below
   ``min_confidence``. After ``pause_after`` unreliable estimates in a row the lock pauses
   (``state == "paused_unreliable"``, ``reason`` says why) and moves nothing; it keeps
@@ -60,6 +62,7 @@ what backlash leaves is measured and corrected by the next step.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections import deque
@@ -82,7 +85,16 @@ from autofocus.routines import (
 from drivers.base import Camera, FocusStage
 from drivers.errors import LimitError, UnreliableEstimateError
 
-__all__ = ["LOCK_STATES", "MAX_FLAT_AT_FOCUS_UM", "FocusLock", "FocusLockOptions"]
+__all__ = [
+    "LOCK_STATES",
+    "MAX_FLAT_AT_FOCUS_UM",
+    "OUT_OF_FOCUS_READING_UM",
+    "FocusLock",
+    "FocusLockOptions",
+    "held_focus_warning",
+]
+
+log = logging.getLogger(__name__)
 
 LockState = Literal["running", "paused_unreliable", "stopped"]
 LOCK_STATES: tuple[str, ...] = ("running", "paused_unreliable", "stopped")
@@ -92,6 +104,22 @@ LOCK_STATES: tuple[str, ...] = ("running", "paused_unreliable", "stopped")
 # put the focus 1.8-2.0 um off, and held 0.60 and 0.83 um. On 10 other fields it refused 1 (0.55 um if
 # locked anyway); the other 9 held 0.20-0.22 um.
 MAX_FLAT_AT_FOCUS_UM = 0.75
+# calibrate_here warns when the model reads further than this from 0 where it starts: the bundled
+# models read within about +-1.2 um of 0 at focus (docs/autofocus.md), so the sample is probably not
+# in focus, and the lock will hold that plane.
+OUT_OF_FOCUS_READING_UM = 2.0
+
+
+def held_focus_warning(calibration: FocusCalibration) -> str | None:
+    """What to tell the operator when the Z a lock is to hold does not look focused, else None."""
+    reading = calibration.reading_at_focus_um
+    if abs(reading) <= OUT_OF_FOCUS_READING_UM:
+        return None
+    return (
+        f"the model reads {reading:+.2f} um of defocus where the lock started (within "
+        f"+-{OUT_OF_FOCUS_READING_UM:g} um at focus): the sample may not be in focus, and the lock holds this "
+        "plane. Focus first (autofocus), then start the lock"
+    )
 
 
 @dataclass
@@ -214,6 +242,9 @@ class FocusLock:
                 "allowed): a lock through this curve cannot see where focus is. Lock without it (the model's "
                 "own zero, or a focus offset), or on a field with more structure"
             )
+        warning = held_focus_warning(cal)
+        if warning is not None:
+            log.warning("focus lock: %s", warning)
         self.calibration = cal
         self.curve_zero_um = cal.defocus_um(cal.reading_at_focus_um)
         self._needs_flush = True

@@ -10,9 +10,16 @@ import pytest
 from model_quality import expect_failure_below_target
 from sim_scope import open_scope
 
+from autofocus.calibration import FocusCalibration
 from autofocus.calibration_settings import LOCK_CURVE_RANGE_UM, LOCK_INTEGRAL_GAIN
 from autofocus.cancel import CancelToken
-from autofocus.focuslock import MAX_FLAT_AT_FOCUS_UM, FocusLock, FocusLockOptions
+from autofocus.focuslock import (
+    MAX_FLAT_AT_FOCUS_UM,
+    OUT_OF_FOCUS_READING_UM,
+    FocusLock,
+    FocusLockOptions,
+    held_focus_warning,
+)
 from autofocus.predictor import Predictor
 from drivers.errors import CancelledError, ConnectionLostError, LimitError, UnreliableEstimateError
 from drivers.simulated import DriftModel, SimulatedMicroscope
@@ -343,3 +350,28 @@ def test_calibrate_here_refuses_a_field_the_model_reads_alike_around_focus(near_
         lock.calibrate_here(LOCK_CURVE_RANGE_UM)
     assert lock.calibration is None and scope.focus_stage.z_um == pytest.approx(0.0)
     assert MAX_FLAT_AT_FOCUS_UM < 1.5
+
+
+def test_a_lock_started_out_of_focus_holds_that_plane_and_warns(
+    near_predictor: Predictor, caplog: pytest.LogCaptureFixture
+) -> None:
+    scope = make_scope(seed=1, specimen="cells")
+    scope.focus_stage.move_by(-scope.focus_stage.direction * 3.0)  # 3 um of defocus: not focused
+    z_start = scope.focus_stage.z_um
+    lock = make_lock(scope, near_predictor, min_confidence=0.0, integral_gain=0.2)
+    with caplog.at_level("WARNING", logger="autofocus.focuslock"):
+        cal = lock.calibrate_here(2.0)
+    warning = held_focus_warning(cal)
+    assert warning is not None and abs(cal.reading_at_focus_um) > OUT_OF_FOCUS_READING_UM
+    assert [r.getMessage() for r in caplog.records] == [f"focus lock: {warning}"]
+    lock.start()
+    lock.step()
+    assert scope.focus_stage.z_um == pytest.approx(z_start, abs=0.5)  # it holds the plane it was given
+    focused = curve_reading_at_focus(0.4)
+    assert held_focus_warning(focused) is None and "+3.00 um" in str(held_focus_warning(curve_reading_at_focus(3.0)))
+
+
+def curve_reading_at_focus(reading_um: float) -> FocusCalibration:
+    """A linear curve (1.5 um of reading per um) that reads ``reading_um`` at focus."""
+    z = [-1.0, 0.0, 1.0]
+    return FocusCalibration(z_um=z, reading_um=[reading_um + 1.5 * v for v in z], spread_um=[0.0] * 3, fields=1)

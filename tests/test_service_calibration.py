@@ -191,6 +191,9 @@ def test_a_lock_can_first_measure_the_field_it_holds(client: TestClient) -> None
         ({"calibrate_range_um": 10.5}, "calibrate_range_um"),
     ):
         assert message in json.dumps(assert_problem(client.post("/focus-lock", json=bad, headers=AUTH), 422))
+    stage = client.get("/stage/z").json()  # focus first (here with the simulator's truth)
+    truth = client.get("/status").json()["simulated_truth"]["defocus_um"]
+    assert client.post("/stage/z", json={"dz_um": stage["direction"] * truth}, headers=AUTH).status_code == 200
     z0 = client.get("/stage/z").json()["z_um"]
     options = {"interval_s": 0.2, "integral_gain": LOCK_INTEGRAL_GAIN, "min_confidence": 0.0}
     r = client.post("/focus-lock", json={"options": options, "calibrate_range_um": 2.0}, headers=AUTH)
@@ -205,6 +208,11 @@ def test_a_lock_can_first_measure_the_field_it_holds(client: TestClient) -> None
     assert job["status"] == "cancelled" and job["params"]["calibrate_range_um"] == 2.0
     curve = job["result"]["calibration"]
     assert curve["z_range_um"] == [-2.0, 2.0] and curve["planes"] == 9 and curve["fields"] == 1
-    assert job["result"]["steps"] >= 1
+    assert job["result"]["steps"] >= 1 and job["result"]["warning"] is None
     assert client.get("/calibration").json()["active"] is False  # the curve is the lock's own, not stored
     assert abs(client.get("/stage/z").json()["z_um"] - z0) < 3.0
+    # started 3 um out of focus, the lock holds that plane and says it may not be focused
+    assert client.post("/stage/z", json={"z_um": z0 - stage["direction"] * 3.0}, headers=AUTH).status_code == 200
+    body = {"options": options, "calibrate_range_um": 2.0, "duration_s": 0.5}
+    job = wait_job(client, client.post("/focus-lock", json=body, headers=AUTH).json()["id"])
+    assert job["status"] == "succeeded" and "may not be in focus" in job["result"]["warning"]

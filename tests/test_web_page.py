@@ -300,5 +300,17 @@ def test_hold_this_focus_from_the_page(server: str, browser: Any) -> None:
     lo, hi = ended["result"]["calibration"]["z_range_um"]  # planes with too few reliable frames are left out
     assert -LOCK_CURVE_RANGE_UM <= lo < 0.0 < hi <= LOCK_CURVE_RANGE_UM
     assert abs(truth_um(server)) < 1.0
+    # started 3 um out of focus, the lock holds that plane and the page says to check the focus
+    out_z = round(focus_z - stage["direction"] * 3.0, 2)
+    page.fill("#goto-z", str(out_z))
+    page.click("#goto-form button")
+    wait_js(page, f"Math.abs(Number(document.getElementById('z-value').textContent) - ({out_z})) < 0.011", 30)
+    wait_js(page, "document.querySelectorAll('.toast').length === 0", 15)
+    page.click(".lock .switch")
+    page.wait_for_selector(".toast.bad", timeout=120_000)
+    shown = page.text_content(".toast.bad")
+    assert "check the focus" in shown and "may not be in focus" in shown
+    page.click(".lock .switch")
+    wait_js(page, "document.getElementById('lock-text').textContent.includes('ended (cancelled)')", 30)
     assert errors == []
     page.close()

@@ -2,7 +2,8 @@
 
 With ``calibrate_range_um`` the job first measures a curve on the current field around the
 current Z (``FocusLock.calibrate_here``; its planes are reported as ``"event": "plane"``
-progress) and then holds that Z's focus; the job's result carries the curve's summary.
+progress) and then holds that Z's focus; the job's result carries the curve's summary, and a
+``warning`` (also an ``"event": "warning"`` progress message) where that Z does not look focused.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from fastapi import APIRouter, Response
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from autofocus.calibration_settings import DEFAULT_STEP_UM, LOCK_CURVE_RANGE_UM, LOCK_INTEGRAL_GAIN, MAX_RANGE_UM
-from autofocus.focuslock import MAX_FLAT_AT_FOCUS_UM, FocusLock, FocusLockOptions
+from autofocus.focuslock import MAX_FLAT_AT_FOCUS_UM, FocusLock, FocusLockOptions, held_focus_warning
 from drivers.errors import CancelledError
 from service.deps import ReadAccess, State, WriteAccess
 from service.errors import problem_responses
@@ -115,10 +116,15 @@ def start_focus_lock(request: FocusLockRequest, response: Response, state: State
         def on_update(update: dict[str, Any]) -> None:
             job.report(finite(update))
 
+        warning = None
         if request.calibrate_range_um is not None:
-            lock.calibrate_here(request.calibrate_range_um, cancel=job.cancel_token, progress=on_update)
+            curve = lock.calibrate_here(request.calibrate_range_um, cancel=job.cancel_token, progress=on_update)
+            warning = held_focus_warning(curve)
+            if warning is not None:
+                job.report({"event": "warning", "message": warning})
         result = finite(lock.run(job.cancel_token, on_update, duration_s=duration_s))
         result["calibration"] = lock.calibration.summary() if lock.calibration is not None else None
+        result["warning"] = warning
         if job.cancel_token.cancelled:
             raise JobFailedError(CancelledError(f"focus lock ended: {job.cancel_token.reason}"), result)
         return result

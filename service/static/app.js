@@ -490,6 +490,10 @@ function trackJob(job) {
   ui.events = es;
   es.addEventListener("progress", (message) => {
     const p = JSON.parse(message.data);
+    if (job.kind === "focus-lock" && p.event === "warning") {  // the Z it holds does not look focused
+      toast("Focus lock: check the focus", p.message, "bad");
+      return;
+    }
     if (job.kind === "focus-lock" && p.event === "plane") {  // "hold this focus" measures the field first
       setJobUi(job.kind, true, `measuring this field: plane ${p.planes_done}/${p.planes_total}, reads ${signed(p.reading_um)} µm at ${signed(p.defocus_um)} µm`);
       return;
