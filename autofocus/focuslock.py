@@ -116,9 +116,9 @@ def held_focus_warning(calibration: FocusCalibration) -> str | None:
     if abs(reading) <= OUT_OF_FOCUS_READING_UM:
         return None
     return (
-        f"the model reads {reading:+.2f} um of defocus where the lock started (within "
-        f"+-{OUT_OF_FOCUS_READING_UM:g} um at focus): the sample may not be in focus, and the lock holds this "
-        "plane. Focus first (autofocus), then start the lock"
+        f"the model reads {reading:+.2f} um of defocus where the lock started (at focus it reads within "
+        f"+-{OUT_OF_FOCUS_READING_UM:g} um): the sample may not be in focus, and the lock holds this plane. "
+        "Focus first (autofocus), then start the lock"
     )
 
 
