@@ -49,7 +49,7 @@ import numpy as np
 from autofocus.acquire import default_z_offsets, grid_positions
 from autofocus.brightness import FIT_WINDOW_UM, correction_um, fit_brightness_slopes
 from autofocus.calibration_fields import median_curve, merge_fields, non_decreasing
-from autofocus.calibration_settings import DEFAULT_RANGE_UM, MAX_RANGE_UM
+from autofocus.calibration_settings import DEFAULT_RANGE_UM, DEFAULT_STEP_UM, MAX_RANGE_UM
 from autofocus.cancel import CancelToken
 from autofocus.routines import FramePredictor, frame_bit_depth, is_reliable
 from autofocus.stage_moves import approach_from_below, move_in_legs
@@ -344,7 +344,7 @@ def measure_calibration(
     predictor: FramePredictor,
     *,
     range_um: float = DEFAULT_RANGE_UM,
-    step_um: float = 0.5,
+    step_um: float = DEFAULT_STEP_UM,
     xy_stage: XYStage | None = None,
     positions: Sequence[tuple[float, float]] | None = None,
     min_confidence: float = 0.3,

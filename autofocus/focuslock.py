@@ -45,7 +45,7 @@ already has: ``step(frame)`` then costs no extra exposure) and corrects it:
   costs 17 frames once (one per plane at ``DEFAULT_STEP_UM``; the stage then returns to
   where it was, from below). Where the model reads more than ``OUT_OF_FOCUS_READING_UM`` from 0
   at the start the sample is probably not in focus: the lock holds that plane anyway (a plane
-  beside focus may be wanted) and logs a warning (``held_focus_warning``);
+  beside focus may be wanted), logs a warning and keeps it in ``warning`` (``held_focus_warning``);
 * **reliability**: an estimate is unreliable when the frame is blank or its confidence is below
   ``min_confidence``. After ``pause_after`` unreliable estimates in a row the lock pauses
   (``state == "paused_unreliable"``, ``reason`` says why) and moves nothing; it keeps
@@ -193,6 +193,7 @@ class FocusLock:
         # calibrate_here: what its curve makes of the reading at the start (0 unless focus lies in
         # a run of planes the fit reads alike, whose middle it maps to); errors are counted from it
         self.curve_zero_um = 0.0
+        self.warning: str | None = None  # calibrate_here: why the Z it holds may not be focused
 
     # -- calibration on the locked field ---------------------------------------------------------
     def calibrate_here(
@@ -242,9 +243,9 @@ class FocusLock:
                 "allowed): a lock through this curve cannot see where focus is. Lock without it (the model's "
                 "own zero, or a focus offset), or on a field with more structure"
             )
-        warning = held_focus_warning(cal)
-        if warning is not None:
-            log.warning("focus lock: %s", warning)
+        self.warning = held_focus_warning(cal)
+        if self.warning is not None:
+            log.warning("focus lock: %s", self.warning)
         self.calibration = cal
         self.curve_zero_um = cal.defocus_um(cal.reading_at_focus_um)
         self._needs_flush = True

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from model_quality import expect_failure_below_target
 from sim_scope import open_scope
+from test_calibration import curve
 
-from autofocus.calibration import FocusCalibration
 from autofocus.calibration_settings import LOCK_CURVE_RANGE_UM, LOCK_INTEGRAL_GAIN
 from autofocus.cancel import CancelToken
 from autofocus.focuslock import (
@@ -367,11 +367,7 @@ def test_a_lock_started_out_of_focus_holds_that_plane_and_warns(
     lock.start()
     lock.step()
     assert scope.focus_stage.z_um == pytest.approx(z_start, abs=0.5)  # it holds the plane it was given
-    focused = curve_reading_at_focus(0.4)
-    assert held_focus_warning(focused) is None and "+3.00 um" in str(held_focus_warning(curve_reading_at_focus(3.0)))
-
-
-def curve_reading_at_focus(reading_um: float) -> FocusCalibration:
-    """A linear curve (1.5 um of reading per um) that reads ``reading_um`` at focus."""
-    z = [-1.0, 0.0, 1.0]
-    return FocusCalibration(z_um=z, reading_um=[reading_um + 1.5 * v for v in z], spread_um=[0.0] * 3, fields=1)
+    assert lock.warning == warning  # the service reports it from here
+    z = [-1.0, 0.0, 1.0]  # linear curves, 1.5 um of reading per um, reading 0.4 / 3.0 um at focus
+    assert held_focus_warning(curve(z, [0.4 + 1.5 * v for v in z])) is None
+    assert "+3.00 um" in str(held_focus_warning(curve(z, [3.0 + 1.5 * v for v in z])))

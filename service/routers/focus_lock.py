@@ -16,7 +16,7 @@ from fastapi import APIRouter, Response
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from autofocus.calibration_settings import DEFAULT_STEP_UM, LOCK_CURVE_RANGE_UM, LOCK_INTEGRAL_GAIN, MAX_RANGE_UM
-from autofocus.focuslock import MAX_FLAT_AT_FOCUS_UM, FocusLock, FocusLockOptions, held_focus_warning
+from autofocus.focuslock import MAX_FLAT_AT_FOCUS_UM, FocusLock, FocusLockOptions
 from drivers.errors import CancelledError
 from service.deps import ReadAccess, State, WriteAccess
 from service.errors import problem_responses
@@ -116,15 +116,13 @@ def start_focus_lock(request: FocusLockRequest, response: Response, state: State
         def on_update(update: dict[str, Any]) -> None:
             job.report(finite(update))
 
-        warning = None
         if request.calibrate_range_um is not None:
-            curve = lock.calibrate_here(request.calibrate_range_um, cancel=job.cancel_token, progress=on_update)
-            warning = held_focus_warning(curve)
-            if warning is not None:
-                job.report({"event": "warning", "message": warning})
+            lock.calibrate_here(request.calibrate_range_um, cancel=job.cancel_token, progress=on_update)
+            if lock.warning is not None:
+                job.report({"event": "warning", "message": lock.warning})
         result = finite(lock.run(job.cancel_token, on_update, duration_s=duration_s))
         result["calibration"] = lock.calibration.summary() if lock.calibration is not None else None
-        result["warning"] = warning
+        result["warning"] = lock.warning
         if job.cancel_token.cancelled:
             raise JobFailedError(CancelledError(f"focus lock ended: {job.cancel_token.reason}"), result)
         return result
