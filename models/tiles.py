@@ -102,20 +102,25 @@ def to_unit_float(image: np.ndarray, bit_depth: int | None = None) -> np.ndarray
     delivers ``uint16``; ``None`` means the full range of the dtype (8 or 16). A value above the
     bit depth's maximum is an error rather than being clipped.
     """
+    return np.multiply(image, _unit_scale(image, bit_depth), dtype=np.float32)  # one pass, no integer->float copy
+
+
+def _unit_scale(image: np.ndarray, bit_depth: int | None, caller: str = "to_unit_float") -> np.float32:
+    """The factor that maps the integer ``image`` to [0, 1] (``to_unit_float``), after checking it."""
     if not isinstance(image, np.ndarray) or image.dtype not in (np.uint8, np.uint16):
-        raise ModelInputError(f"to_unit_float: expected a uint8 or uint16 array, got {_describe(image)}")
+        raise ModelInputError(f"{caller}: expected a uint8 or uint16 array, got {_describe(image)}")
     full_bits = 8 if image.dtype == np.uint8 else 16
     bits = full_bits if bit_depth is None else bit_depth
     if isinstance(bits, bool) or not isinstance(bits, int) or not 1 <= bits <= full_bits:
         raise ModelInputError(
-            f"to_unit_float: bit_depth must be an integer 1..{full_bits} for {image.dtype}, got {bit_depth!r}"
+            f"{caller}: bit_depth must be an integer 1..{full_bits} for {image.dtype}, got {bit_depth!r}"
         )
     max_value = (1 << bits) - 1
     if bits < full_bits and image.size and int(image.max()) > max_value:
         raise ModelInputError(
-            f"to_unit_float: image holds values up to {int(image.max())}, above the {bits}-bit maximum {max_value}"
+            f"{caller}: image holds values up to {int(image.max())}, above the {bits}-bit maximum {max_value}"
         )
-    return image.astype(np.float32) * np.float32(1.0 / max_value)
+    return np.float32(1.0 / max_value)
 
 
 def _describe(value: object) -> str:
@@ -124,21 +129,25 @@ def _describe(value: object) -> str:
     return f"{type(value).__name__}"
 
 
-def _check_patches(patches: np.ndarray) -> np.ndarray:
+def _check_patches(patches: np.ndarray, bit_depth: int | None) -> np.float32 | None:
+    """Validate ``blank_mask``'s input; the ``to_unit_float`` factor for integer patches, else None."""
     if not isinstance(patches, np.ndarray) or patches.ndim != 4 or patches.shape[3] != 3:
-        raise ModelInputError(f"blank_mask: expected N x H x W x 3 float32 patches in [0, 1], got {_describe(patches)}")
-    if not np.issubdtype(patches.dtype, np.floating):
         raise ModelInputError(
-            f"blank_mask: patches must be float32 in [0, 1], got dtype {patches.dtype}; scale integer frames with "
-            "to_unit_float first"
+            f"blank_mask: expected N x H x W x 3 patches (float in [0, 1], uint8 or uint16), got {_describe(patches)}"
         )
     if patches.shape[1] < 4 * BLOCK_PX or patches.shape[2] < 4 * BLOCK_PX:
         raise ModelInputError(f"blank_mask: patches of {patches.shape[1]}x{patches.shape[2]} are too small (min 16x16)")
+    if patches.dtype in (np.uint8, np.uint16):
+        return _unit_scale(patches, bit_depth, caller="blank_mask")
+    if not np.issubdtype(patches.dtype, np.floating):
+        raise ModelInputError(f"blank_mask: patches must be float in [0, 1], uint8 or uint16, got dtype {patches.dtype}")
+    if bit_depth is not None:
+        raise ModelInputError(f"blank_mask: bit_depth applies to integer patches only; these are {patches.dtype}")
     if patches.size:
         lo, hi = float(patches.min()), float(patches.max())
         if not (math.isfinite(lo) and math.isfinite(hi)) or lo < 0.0 or hi > 1.0:
             raise ModelInputError(f"blank_mask: patch values must lie in [0, 1], got the range [{lo:g}, {hi:g}]")
-    return patches.astype(np.float32, copy=False)
+    return None
 
 
 def _median_abs(values: np.ndarray) -> float:
@@ -160,12 +169,19 @@ def _plane_design(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
     return a, pinv
 
 
-def content_fraction(patches: np.ndarray) -> np.ndarray:
+def _plane_values(coef: np.ndarray, a: np.ndarray) -> np.ndarray:
+    """Each patch's plane ``coef`` (``N x 3``) evaluated on the design ``a`` (``P x 3``): ``N x P``."""
+    return coef[:, 0:1] * a[:, 0] + coef[:, 1:2] * a[:, 1] + coef[:, 2:3] * a[:, 2]
+
+
+def content_fraction(patches: np.ndarray, bit_depth: int | None = None) -> np.ndarray:
     """Fraction (0..1) of each patch's area that differs from its background by more than noise.
 
-    See ``blank_mask`` for the rule; returned so callers can log or tune the discriminant.
+    See ``blank_mask`` for the rule and the arguments; returned so callers can log or tune the
+    discriminant.
     """
-    x = _check_patches(patches)
+    scale = _check_patches(patches, bit_depth)
+    x = patches
     n, h, w, _ = x.shape
     if n == 0:
         return np.zeros(0, dtype=np.float64)
@@ -173,7 +189,9 @@ def content_fraction(patches: np.ndarray) -> np.ndarray:
     sigma_px = np.empty(n, dtype=np.float64)
     blocks = np.empty((n, hb, wb), dtype=np.float32)
     for i in range(n):  # per patch with OpenCV: several times faster than whole-batch numpy here
-        gray = cv2.transform(np.ascontiguousarray(x[i]), _CHANNEL_MEAN)
+        # integer patches are scaled one at a time: the batch is never converted as a whole
+        patch = np.asarray(x[i], dtype=np.float32) if scale is None else np.multiply(x[i], scale, dtype=np.float32)
+        gray = cv2.transform(np.ascontiguousarray(patch), _CHANNEL_MEAN)
         # Pixel noise (Immerkaer 1996): the 3x3 kernel [1,-2,1] x [1,-2,1] passes almost nothing
         # of optically band-limited structure (the objectives oversample) but multiplies white
         # noise by 6; the median (of every other row and column: 12,000 samples, plenty) makes it
@@ -185,8 +203,11 @@ def content_fraction(patches: np.ndarray) -> np.ndarray:
     sigma_white = sigma_px / BLOCK_PX
     a, a_pinv = _plane_design(hb, wb)
     b = blocks.reshape(n, -1).astype(np.float64)
-    coef = b @ a_pinv.T  # N x 3: least-squares background plane
-    resid = b - coef @ a.T
+    # The small products below use einsum, not ``@``: ``@`` hands them to OpenBLAS, whose worker
+    # threads keep spinning for a while after it returns and took a core from the network that runs
+    # next (ONNX Runtime, 2 threads on 2 cores: a full frame's near-model inference 117 -> 80 ms).
+    coef = np.einsum("np,kp->nk", b, a_pinv)  # N x 3: least-squares background plane
+    resid = b - _plane_values(coef, a)
     # Block-scale noise measured directly: the median absolute deviation of the blocks from the
     # plane (the background blocks dominate the median unless the patch is mostly content).
     sigma_block = np.median(np.abs(resid - np.median(resid, axis=1, keepdims=True)), axis=1) / 0.6745
@@ -201,20 +222,22 @@ def content_fraction(patches: np.ndarray) -> np.ndarray:
     # first fit calls background.
     inlier = (np.abs(resid) <= threshold).astype(np.float64)
     outer = (a[:, :, None] * a[:, None, :]).reshape(a.shape[0], 9)
-    ata = (inlier @ outer).reshape(n, 3, 3)
-    atb = (inlier * b) @ a
+    ata = np.einsum("np,pk->nk", inlier, outer).reshape(n, 3, 3)
+    atb = np.einsum("np,pk->nk", inlier * b, a)
     solvable = inlier.sum(axis=1) >= 0.1 * a.shape[0]
     if solvable.any():
         ata_s = ata[solvable] + 1e-9 * np.eye(3)
         coef[solvable] = np.linalg.solve(ata_s, atb[solvable][:, :, None])[:, :, 0]
-    resid = b - coef @ a.T
+    resid = b - _plane_values(coef, a)
     return (np.abs(resid) > threshold).mean(axis=1)
 
 
-def blank_mask(patches: np.ndarray) -> np.ndarray:
+def blank_mask(patches: np.ndarray, bit_depth: int | None = None) -> np.ndarray:
     """The discriminant: ``True`` for each patch that is mostly background (blank).
 
-    ``patches``: ``N x H x W x 3`` float32 in [0, 1] (use ``to_unit_float`` on camera frames).
+    ``patches``: ``N x H x W x 3``, float in [0, 1], or the camera's ``uint8``/``uint16`` with
+    ``bit_depth`` as in ``to_unit_float`` (the same answers as on ``to_unit_float(patches,
+    bit_depth)``, without converting the whole batch: the predictor converts only the tiles kept).
 
     Rule, per patch, on the mean of the three channels:
       1. pixel noise sigma from the median absolute response of the 3x3 kernel
@@ -235,4 +258,4 @@ def blank_mask(patches: np.ndarray) -> np.ndarray:
     kept; empty background, noisy or not, has essentially no block beyond 5 sigma and is dropped.
     JPEG below quality ~50 with strong noise can leave block artefacts that count as content.
     """
-    return content_fraction(patches) < MIN_CONTENT_FRACTION
+    return content_fraction(patches, bit_depth) < MIN_CONTENT_FRACTION

@@ -78,6 +78,32 @@ def test_se_tanh_gate_starts_as_identity_and_never_flips_sign() -> None:
     assert torch.all(y.abs() <= 2 * x.abs() + 1e-6)
 
 
+def _documented_input_steps(model: LDSENet, x: torch.Tensor) -> torch.Tensor:
+    """The network on ``x`` with the input steps written out as the module docstring lists them."""
+    if model.exposure_norm:
+        x = x * (model.exposure_level / x.mean(dim=(1, 2, 3), keepdim=True).clamp_min(1e-3))
+    x = (x - model.mean) / model.std
+    x = model.se(model.final(model.features(model.stem(x))))
+    return model.head(x.mean(dim=(2, 3))).squeeze(1) * model.output_scale_um
+
+
+@pytest.mark.parametrize("exposure_norm", [True, False])
+def test_ldsenet_folded_input_normalisation_matches_the_documented_steps(exposure_norm: bool) -> None:
+    torch.manual_seed(3)
+    model = LDSENet(mean=(0.4, 0.5, 0.6), std=(0.2, 0.25, 0.3), exposure_norm=exposure_norm).eval()
+    for bn in (m for m in model.modules() if isinstance(m, nn.BatchNorm2d)):  # trained-like statistics
+        bn.running_mean.uniform_(-0.5, 0.5)
+        bn.running_var.uniform_(0.5, 2.0)
+    x = torch.rand(4, 3, 224, 224) * torch.tensor([0.2, 0.5, 0.8, 1.0]).view(4, 1, 1, 1)
+    with torch.no_grad():
+        got, expected = model(x), _documented_input_steps(model, x)
+        assert torch.allclose(got, expected, atol=1e-4, rtol=1e-5)
+        if exposure_norm:  # exposure normalisation: a dimmer copy of a patch reads the same
+            assert torch.allclose(model(x * 0.5), got, atol=1e-4, rtol=1e-5)
+        else:
+            assert not torch.allclose(model(x * 0.5), got, atol=1e-2)
+
+
 def test_ldsenet_constructor_arguments() -> None:
     small = build_model("ldsenet", growth_rate=4, block_config=[1, 1, 1, 1], stem_channels=8)
     assert n_params(small) < n_params(build_model("ldsenet"))

@@ -20,7 +20,7 @@ import torch
 from scipy import stats
 
 from autofocus.aggregation import DEFAULT_AGGREGATE, FAR_READING_UM, aggregate_estimates, far_reading
-from autofocus.predictor import Predictor, compute_confidence
+from autofocus.predictor import Predictor, compute_confidence, nhwc_input
 from models.checkpoint import bundled_checkpoint_path, load_checkpoint
 from models.errors import ModelInputError
 from tests.sim_scope import open_scope
@@ -309,6 +309,30 @@ def test_shipped_onnx_loads_with_its_metadata() -> None:
     assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
     with pytest.raises(ValueError, match="runtime='onnx'"):
         Predictor.from_checkpoint(shipped, runtime="torch")
+
+
+def test_nhwc_input_reads_nhwc_tiles_as_the_file_reads_nchw_ones() -> None:
+    import onnxruntime as ort
+
+    shipped = bundled_checkpoint_path().with_suffix(".onnx")
+    if not shipped.is_file():
+        pytest.skip(f"no shipped ONNX file at {shipped}")
+    tiles = np.stack([busy_image(224, 224, seed=s) for s in range(3)]).astype(np.float32) / 255.0
+    plain = ort.InferenceSession(str(shipped), providers=["CPUExecutionProvider"])
+    (expected,) = plain.run(None, {plain.get_inputs()[0].name: np.ascontiguousarray(tiles.transpose(0, 3, 1, 2))})
+    changed = nhwc_input(onnx.load(str(shipped)))
+    (graph_input,) = changed.graph.input
+    dims = [d.dim_param or d.dim_value for d in graph_input.type.tensor_type.shape.dim]
+    assert graph_input.name.endswith("_nhwc") and dims[1:] == [224, 224, 3]
+    session = ort.InferenceSession(changed.SerializeToString(), providers=["CPUExecutionProvider"])
+    (got,) = session.run(None, {graph_input.name: tiles})
+    assert np.allclose(got, expected, atol=1e-3)
+    assert np.ptp(expected) > 1e-3  # three different tiles: a transposition mistake would show
+
+    two_inputs = onnx.load(str(shipped))
+    two_inputs.graph.input.append(onnx.helper.make_tensor_value_info("extra", onnx.TensorProto.FLOAT, [1]))
+    with pytest.raises(ModelInputError, match="one input"):
+        nhwc_input(two_inputs)
 
 
 def test_max_tiles_takes_central_tiles_first_and_skips_blank_ones(network) -> None:

@@ -128,8 +128,14 @@ def test_a_single_small_speck_does_not_make_a_patch_busy() -> None:
 
 def test_blank_mask_bad_inputs_say_what_is_allowed() -> None:
     good = np.full((2, 224, 224, 3), 0.5, np.float32)
-    with pytest.raises(ModelInputError, match=r"dtype uint8.*to_unit_float"):
-        blank_mask((good * 255).astype(np.uint8))
+    with pytest.raises(ModelInputError, match=r"float in \[0, 1\], uint8 or uint16, got dtype int32"):
+        blank_mask((good * 255).astype(np.int32))
+    with pytest.raises(ModelInputError, match="bit_depth applies to integer patches only"):
+        blank_mask(good, bit_depth=8)
+    with pytest.raises(ModelInputError, match="blank_mask: image holds values up to 4096, above the 12-bit maximum"):
+        blank_mask(np.full((1, 224, 224, 3), 4096, np.uint16), bit_depth=12)
+    with pytest.raises(ModelInputError, match="blank_mask: bit_depth must be an integer 1..8"):
+        blank_mask((good * 255).astype(np.uint8), bit_depth=12)
     with pytest.raises(ModelInputError, match="N x H x W x 3"):
         blank_mask(good[..., 0])
     with pytest.raises(ModelInputError, match=r"\[0, 1\]"):
@@ -139,6 +145,23 @@ def test_blank_mask_bad_inputs_say_what_is_allowed() -> None:
         bad[0, 0, 0, 0] = np.nan
         blank_mask(bad)
     assert blank_mask(np.empty((0, 224, 224, 3), np.float32)).shape == (0,)
+
+
+def test_integer_patches_get_the_answers_of_their_unit_float_scaling() -> None:
+    """The predictor filters the camera's integer tiles and converts only the kept ones."""
+    rng = np.random.default_rng(RNG_SEED)
+    floats = np.stack(
+        [_noisy(_background(), 0.01, rng), _noisy(_cells(0.03), 0.01, rng), _noisy(_cells(0.05, 10.0), 0.02, rng)]
+    )
+    u8 = (floats * 255).round().astype(np.uint8)
+    u12 = (floats * 4095).round().astype(np.uint16)  # a 12-bit camera's uint16 frames
+    for tiles, bits in ((u8, None), (u12, 12), (u12, None)):
+        assert np.array_equal(content_fraction(tiles, bits), content_fraction(to_unit_float(tiles, bits)))
+    assert blank_mask(u8).tolist() == [True, False, False]
+    assert blank_mask(u12, 12).tolist() == [True, False, False]
+    # read as 16-bit, the same 12-bit frame is 16x darker: its cells' contrast (0.03, 0.05) falls
+    # below the 0.012 floor and they are dropped, which is why the bit depth must be passed on
+    assert blank_mask(u12).tolist() == [True, True, True]
 
 
 def test_discriminant_on_the_simulator_keeps_faint_phase_cells_and_drops_empty_glass() -> None:
