@@ -140,7 +140,9 @@ def _check_patches(patches: np.ndarray, bit_depth: int | None) -> np.float32 | N
     if patches.dtype in (np.uint8, np.uint16):
         return _unit_scale(patches, bit_depth, caller="blank_mask")
     if not np.issubdtype(patches.dtype, np.floating):
-        raise ModelInputError(f"blank_mask: patches must be float in [0, 1], uint8 or uint16, got dtype {patches.dtype}")
+        raise ModelInputError(
+            f"blank_mask: patches must be float in [0, 1], uint8 or uint16, got dtype {patches.dtype}"
+        )
     if bit_depth is not None:
         raise ModelInputError(f"blank_mask: bit_depth applies to integer patches only; these are {patches.dtype}")
     if patches.size:

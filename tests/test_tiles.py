@@ -134,7 +134,7 @@ def test_blank_mask_bad_inputs_say_what_is_allowed() -> None:
         blank_mask(good, bit_depth=8)
     with pytest.raises(ModelInputError, match="blank_mask: image holds values up to 4096, above the 12-bit maximum"):
         blank_mask(np.full((1, 224, 224, 3), 4096, np.uint16), bit_depth=12)
-    with pytest.raises(ModelInputError, match="blank_mask: bit_depth must be an integer 1..8"):
+    with pytest.raises(ModelInputError, match=r"blank_mask: bit_depth must be an integer 1\.\.8"):
         blank_mask((good * 255).astype(np.uint8), bit_depth=12)
     with pytest.raises(ModelInputError, match="N x H x W x 3"):
         blank_mask(good[..., 0])
