@@ -157,7 +157,7 @@ def _tile_dataset(
             continue
         cut = extract_tiles(ds.read_plane(plane), grid)
         if drop_blank:
-            cut = cut[~blank_mask(to_unit_float(cut, ds.bit_depth))]
+            cut = cut[~blank_mask(cut, ds.bit_depth)]
         kept_tiles.append(cut)
         kept_plane.append(np.full(len(cut), plane.index, dtype=np.int64))
         kept_defocus.append(np.full(len(cut), plane.defocus_um, dtype=np.float32))
