@@ -94,9 +94,7 @@ def test_max_tiles_option_limits_the_tiles_used(
     png_path, rgb = images["png"]
     assert main(["predict", "--json", "--max-tiles", "2", "--threads", "1", str(png_path)]) == 0
     row = json.loads(capsys.readouterr().out)[0]
-    limited = Predictor.from_checkpoint(
-        None, runtime="torch", threads=1, max_tiles=2, near_model="auto"
-    ).predict(rgb)
+    limited = Predictor.from_checkpoint(None, runtime="torch", threads=1, max_tiles=2, near_model="auto").predict(rgb)
     assert row["tiles_used"] == limited.tiles_used == 2
     assert row["defocus_um"] == pytest.approx(limited.defocus_um, abs=1e-5)
     assert main(["predict", "--max-tiles", "0", str(png_path)]) == 2

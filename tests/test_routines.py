@@ -270,9 +270,7 @@ def test_final_move_approaches_from_the_configured_side(predictor: Predictor, ap
 def test_the_correction_aims_at_the_focus_offset(predictor: Predictor, routine: str) -> None:
     scope = make_scope()
     scope.focus_stage.move_to(1.0)
-    options = AutofocusOptions(
-        min_confidence=0.0, min_move_um=0.0, verify=False, approach="none", focus_offset_um=-1.5
-    )
+    options = AutofocusOptions(min_confidence=0.0, min_move_um=0.0, verify=False, approach="none", focus_offset_um=-1.5)
     record = run_autofocus(routine, scope.camera, scope.focus_stage, predictor, options)
     assert record.outcome == "moved" and len(record.moves) == 1 and record.focus_offset_um == -1.5
     estimate = record.estimates[0]["defocus_um"]

@@ -67,8 +67,17 @@ def _opened(scope: SimulatedMicroscope) -> SimulatedMicroscope:
 @pytest.mark.parametrize("direction", [1, -1])
 def test_stage_scan_peak_follows_focus_offset(direction: int) -> None:
     offset = 7.0
-    scope = _opened(SimulatedMicroscope(seed=5, specimen="tissue", frame_shape=(160, 160), noise=False,
-                                        bit_depth=16, focus_offset_um=offset, z_direction=direction))
+    scope = _opened(
+        SimulatedMicroscope(
+            seed=5,
+            specimen="tissue",
+            frame_shape=(160, 160),
+            noise=False,
+            bit_depth=16,
+            focus_offset_um=offset,
+            z_direction=direction,
+        )
+    )
     scope.xy_stage.move_to(*scope.find_content(0.4, 160))
     dof = scope.objective.depth_of_field_um()
     zs = np.arange(offset - 4.0, offset + 4.01, 0.5)
@@ -81,8 +90,11 @@ def test_stage_scan_peak_follows_focus_offset(direction: int) -> None:
 
 def test_tilt_moves_the_focal_plane_across_the_frame() -> None:
     tilt = 40.0  # um per mm along x
-    scope = _opened(SimulatedMicroscope(seed=6, specimen="tissue", frame_shape=(96, 384), noise=False,
-                                        bit_depth=16, tilt_um_per_mm=(tilt, 0.0)))
+    scope = _opened(
+        SimulatedMicroscope(
+            seed=6, specimen="tissue", frame_shape=(96, 384), noise=False, bit_depth=16, tilt_um_per_mm=(tilt, 0.0)
+        )
+    )
     scope.xy_stage.move_to(*scope.find_content(0.4, 384))
     h, w = scope.frame_shape
     left, right = slice(0, w // 3), slice(2 * w // 3, w)
@@ -99,8 +111,16 @@ def test_tilt_moves_the_focal_plane_across_the_frame() -> None:
 
 def test_drift_moves_the_focal_plane_over_time() -> None:
     rate = 3.0  # um per minute
-    scope = _opened(SimulatedMicroscope(seed=7, specimen="tissue", frame_shape=(160, 160), noise=False,
-                                        bit_depth=16, drift=DriftModel(rate_um_per_min=rate)))
+    scope = _opened(
+        SimulatedMicroscope(
+            seed=7,
+            specimen="tissue",
+            frame_shape=(160, 160),
+            noise=False,
+            bit_depth=16,
+            drift=DriftModel(rate_um_per_min=rate),
+        )
+    )
     scope.xy_stage.move_to(*scope.find_content(0.4, 160))
     zs = np.arange(-3.0, 6.01, 0.5)
     before = _stage_scan_peak(scope, zs)
@@ -350,8 +370,23 @@ def test_cli_simulate_writes_a_montage(tmp_path: object) -> None:
     import cv2
 
     out = tmp_path / "stack.png"  # type: ignore[operator]
-    code = cli_main(["simulate", "--objective", "20x/0.40", "--z", "-2,0,2", "--size", "64", "--specimen", "tissue",
-                     "--seed", "3", "--out", str(out)])
+    code = cli_main(
+        [
+            "simulate",
+            "--objective",
+            "20x/0.40",
+            "--z",
+            "-2,0,2",
+            "--size",
+            "64",
+            "--specimen",
+            "tissue",
+            "--seed",
+            "3",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     img = cv2.imread(str(out))
     assert img is not None and img.shape[1] == 3 * 64 + 2 * 4
@@ -383,8 +418,14 @@ def test_find_content_reports_failure() -> None:
 def test_describe_is_json_and_complete() -> None:
     import json
 
-    scope = SimulatedMicroscope(seed=4, objective="40x/0.65", specimen="sparse", drift=DriftModel.typical(),
-                                bayer=True, spherical_aberration_waves=0.02)
+    scope = SimulatedMicroscope(
+        seed=4,
+        objective="40x/0.65",
+        specimen="sparse",
+        drift=DriftModel.typical(),
+        bayer=True,
+        spherical_aberration_waves=0.02,
+    )
     info = json.loads(json.dumps(scope.describe()))
     assert info["objective"] == "40x/0.65" and info["specimen"] == "sparse" and info["bayer"] is True
     assert info["spherical_aberration_waves"] == 0.02

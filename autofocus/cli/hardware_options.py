@@ -29,9 +29,7 @@ def parse_setting(text: str) -> tuple[str, Any]:
 def add_hardware_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup, hw_help: str) -> None:
     """Add ``--config FILE`` and repeatable ``--hw NAME=VALUE`` to ``parser``."""
     parser.add_argument("--config", type=Path, default=None, help="TOML file with hardware settings (flat names)")
-    parser.add_argument(
-        "--hw", type=parse_setting, action="append", default=[], metavar="NAME=VALUE", help=hw_help
-    )
+    parser.add_argument("--hw", type=parse_setting, action="append", default=[], metavar="NAME=VALUE", help=hw_help)
 
 
 def load_settings(config_file: Path | None, overrides: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:

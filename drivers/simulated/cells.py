@@ -145,8 +145,9 @@ def _cell_stubs(seed: int, ix: int, iy: int) -> tuple[tuple[float, float, str], 
 @lru_cache(maxsize=16384)
 def _cell(seed: int, ix: int, iy: int, k: int) -> _Cell:
     x, y, style = _cell_stubs(seed, ix, iy)[k]
-    rng = np.random.default_rng(np.random.SeedSequence([seed & 0xFFFFFFFF, KIND_KEYS["cells"], ix + 2**31,
-                                                        iy + 2**31, k]))
+    rng = np.random.default_rng(
+        np.random.SeedSequence([seed & 0xFFFFFFFF, KIND_KEYS["cells"], ix + 2**31, iy + 2**31, k])
+    )
     return _make_cell(rng, x, y, style)
 
 

@@ -25,8 +25,9 @@ __all__ = ["SimulatedCamera", "SimulatedFocusStage", "SimulatedXYStage"]
 class SimulatedCamera(Camera):
     """Snaps the microscope's current field at the current focus (``SimulatedMicroscope.snap_frame``)."""
 
-    def __init__(self, scope: SimulatedMicroscope, *, exposure_ms: float = 20.0, readout_s: float = 0.05,
-                 timeout_s: float = 2.0) -> None:
+    def __init__(
+        self, scope: SimulatedMicroscope, *, exposure_ms: float = 20.0, readout_s: float = 0.05, timeout_s: float = 2.0
+    ) -> None:
         # the project's pixel size is the pitch at the sample (sensor pixel / magnification)
         super().__init__("sim-camera", pixel_size_um=scope.objective.pixel_um)
         self._scope = scope
@@ -86,11 +87,26 @@ class SimulatedFocusStage(FocusStage):
     above ``backlash_um / 2`` beyond). The microscope's ground truth uses the physical position.
     """
 
-    def __init__(self, scope: SimulatedMicroscope, *, start_z_um: float, limits_um: tuple[float, float],
-                 max_step_um: float, direction: int, speed_um_s: float, settle_ms: float,
-                 backlash_um: float) -> None:
-        super().__init__("sim-focus", limits_um=limits_um, max_step_um=max_step_um, direction=direction,
-                         speed_um_s=speed_um_s, settle_ms=settle_ms)
+    def __init__(
+        self,
+        scope: SimulatedMicroscope,
+        *,
+        start_z_um: float,
+        limits_um: tuple[float, float],
+        max_step_um: float,
+        direction: int,
+        speed_um_s: float,
+        settle_ms: float,
+        backlash_um: float,
+    ) -> None:
+        super().__init__(
+            "sim-focus",
+            limits_um=limits_um,
+            max_step_um=max_step_um,
+            direction=direction,
+            speed_um_s=speed_um_s,
+            settle_ms=settle_ms,
+        )
         if not (math.isfinite(backlash_um) and backlash_um >= 0):
             raise ValueError(f"backlash_um must be >= 0, got {backlash_um!r}")
         self._scope = scope
@@ -205,8 +221,13 @@ class SimulatedFocusStage(FocusStage):
 class SimulatedXYStage(XYStage):
     """An XY stage with speed and fault hooks; moving it shows another field of the slide."""
 
-    def __init__(self, scope: SimulatedMicroscope, *, limits_um: tuple[tuple[float, float], tuple[float, float]],
-                 speed_um_s: float) -> None:
+    def __init__(
+        self,
+        scope: SimulatedMicroscope,
+        *,
+        limits_um: tuple[tuple[float, float], tuple[float, float]],
+        speed_um_s: float,
+    ) -> None:
         super().__init__("sim-xy", limits_um=limits_um, speed_um_s=speed_um_s)
         self._scope = scope
         self._lock = threading.Lock()
@@ -232,8 +253,10 @@ class SimulatedXYStage(XYStage):
         if now >= self._t1:
             return self._target
         f = (now - self._t0) / (self._t1 - self._t0)
-        return (self._start[0] + (self._target[0] - self._start[0]) * f,
-                self._start[1] + (self._target[1] - self._start[1]) * f)
+        return (
+            self._start[0] + (self._target[0] - self._start[0]) * f,
+            self._start[1] + (self._target[1] - self._start[1]) * f,
+        )
 
     def position_um(self) -> tuple[float, float]:
         """Where the stage is now (no fault checks; for the microscope's renderer)."""

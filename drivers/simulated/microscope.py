@@ -164,8 +164,11 @@ class SimulatedMicroscope:
             raise ValueError(f"unknown specimen {specimen!r}; allowed: {', '.join(SPECIMEN_KINDS)}")
         if len(frame_shape) != 2 or min(frame_shape) < 16:
             raise ValueError(f"frame_shape must be (height, width) with both >= 16, got {frame_shape!r}")
-        for name, value in (("focus_offset_um", focus_offset_um), ("tilt x", tilt_um_per_mm[0]),
-                            ("tilt y", tilt_um_per_mm[1])):
+        for name, value in (
+            ("focus_offset_um", focus_offset_um),
+            ("tilt x", tilt_um_per_mm[0]),
+            ("tilt y", tilt_um_per_mm[1]),
+        ):
             if not math.isfinite(value):
                 raise ValueError(f"{name} must be finite, got {value!r}")
         if drift is not None and not isinstance(drift, DriftModel):
@@ -194,9 +197,14 @@ class SimulatedMicroscope:
             ),
             source_points=int(source_points),
         )
-        self.sensor = SensorSettings(bit_depth=int(bit_depth), full_well_e=float(full_well_e),
-                                     read_noise_e=float(read_noise_e), noise=bool(noise), jpeg_quality=jpeg_quality,
-                                     bayer=bool(bayer))
+        self.sensor = SensorSettings(
+            bit_depth=int(bit_depth),
+            full_well_e=float(full_well_e),
+            read_noise_e=float(read_noise_e),
+            noise=bool(noise),
+            jpeg_quality=jpeg_quality,
+            bayer=bool(bayer),
+        )
         self.max_tilt_step_um = (
             self.objective.depth_of_field_um() / 2 if max_tilt_step_um is None else float(max_tilt_step_um)
         )
@@ -217,8 +225,14 @@ class SimulatedMicroscope:
             z_limits_um = (start_z - 1000.0, start_z + 1000.0)
         self.camera = SimulatedCamera(self, exposure_ms=exposure_ms)
         self.focus_stage = SimulatedFocusStage(
-            self, start_z_um=start_z, limits_um=z_limits_um, max_step_um=z_max_step_um, direction=z_direction,
-            speed_um_s=z_speed_um_s, settle_ms=z_settle_ms, backlash_um=backlash_um,
+            self,
+            start_z_um=start_z,
+            limits_um=z_limits_um,
+            max_step_um=z_max_step_um,
+            direction=z_direction,
+            speed_um_s=z_speed_um_s,
+            settle_ms=z_settle_ms,
+            backlash_um=backlash_um,
         )
         self.xy_stage = SimulatedXYStage(self, limits_um=xy_limits_um, speed_um_s=xy_speed_um_s)
 
@@ -306,10 +320,20 @@ class SimulatedMicroscope:
         generator or an integer seed for the noise (None: the microscope's own stream).
         """
         return self.render_frame(
-            x_um, y_um, defocus_um, (size, size), condenser_na=condenser_na,
-            spherical_aberration_waves=spherical_aberration_waves, source_points=source_points,
-            exposure_ms=exposure_ms, noise=noise, read_noise_e=read_noise_e, jpeg_quality=jpeg_quality,
-            bit_depth=bit_depth, bayer=bayer, rng=rng,
+            x_um,
+            y_um,
+            defocus_um,
+            (size, size),
+            condenser_na=condenser_na,
+            spherical_aberration_waves=spherical_aberration_waves,
+            source_points=source_points,
+            exposure_ms=exposure_ms,
+            noise=noise,
+            read_noise_e=read_noise_e,
+            jpeg_quality=jpeg_quality,
+            bit_depth=bit_depth,
+            bayer=bayer,
+            rng=rng,
         )
 
     def render_frame(
@@ -339,8 +363,13 @@ class SimulatedMicroscope:
         ``max_tilt_step_um`` within one) and the regions are blended over their overlaps.
         """
         intensity = self.render_intensity(
-            x_um, y_um, defocus_um, shape, defocus_gradient_um_per_px=defocus_gradient_um_per_px,
-            condenser_na=condenser_na, spherical_aberration_waves=spherical_aberration_waves,
+            x_um,
+            y_um,
+            defocus_um,
+            shape,
+            defocus_gradient_um_per_px=defocus_gradient_um_per_px,
+            condenser_na=condenser_na,
+            spherical_aberration_waves=spherical_aberration_waves,
             source_points=source_points,
         )
         sensor = self.sensor
@@ -420,14 +449,21 @@ class SimulatedMicroscope:
                 dcx = (c0 + c1 - w) / 2
                 dcy = (r0 + r1 - h) / 2
                 d = defocus_um + gx * dcx + gy * dcy
-                sub = self._render_window(ix_first + c0, iy_first + r0, d, (r1 - r0, c1 - c0), optics,
-                                          coarse_pad=coarse)
+                sub = self._render_window(
+                    ix_first + c0, iy_first + r0, d, (r1 - r0, c1 - c0), optics, coarse_pad=coarse
+                )
                 out[:, r0:r1, c0:c1] += sub * (wy[:, None] * wx[None, :])
         return out
 
     def _render_window(
-        self, ix_first: int, iy_first: int, defocus_um: float, shape: tuple[int, int], optics: OpticsSettings,
-        *, coarse_pad: bool,
+        self,
+        ix_first: int,
+        iy_first: int,
+        defocus_um: float,
+        shape: tuple[int, int],
+        optics: OpticsSettings,
+        *,
+        coarse_pad: bool,
     ) -> np.ndarray:
         """One window (first pixel at slide-lattice index ``(ix_first, iy_first)``) at one defocus:
         the specimen spectrum (cached) through the optics, cropped."""
@@ -450,8 +486,9 @@ class SimulatedMicroscope:
         if spec is None:
             xs = (np.arange(wp) + (ix_first - pad)) * p
             ys = (np.arange(hp) + (iy_first - pad)) * p
-            maps = render_specimen(self.specimen, self.seed, xs, ys, phase_scale=self.phase_scale,
-                                   stain_scale=self.stain_scale)
+            maps = render_specimen(
+                self.specimen, self.seed, xs, ys, phase_scale=self.phase_scale, stain_scale=self.stain_scale
+            )
             spec = SpecimenSpectrum(maps, p, workers=self.fft_workers)
             self._cache.put(key, spec)
         image_key = (*key, float(defocus_um), optics)
@@ -484,8 +521,12 @@ class SimulatedMicroscope:
         return float(filled.mean())
 
     def find_content(
-        self, min_fraction: float = 0.3, size: int = 224, start_um: tuple[float, float] = (0.0, 0.0),
-        step_um: float | None = None, max_tries: int = 400,
+        self,
+        min_fraction: float = 0.3,
+        size: int = 224,
+        start_um: tuple[float, float] = (0.0, 0.0),
+        step_um: float | None = None,
+        max_tries: int = 400,
     ) -> tuple[float, float]:
         """The first slide position (x_um, y_um) on a square spiral from ``start_um`` whose patch
         holds at least ``min_fraction`` specimen. ``ValueError`` if none within ``max_tries``."""

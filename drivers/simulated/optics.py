@@ -90,8 +90,13 @@ def source_points(condenser_na: float, count: int) -> tuple[np.ndarray, float]:
 class SpecimenSpectrum:
     """The 2-D FFT of one window's complex transmittance, per colour channel (complex64, fftshift-ed)."""
 
-    def __init__(self, maps: SpecimenMaps, pixel_um: float, wavelengths_um: tuple[float, ...] = WAVELENGTHS_UM,
-                 workers: int | None = None) -> None:
+    def __init__(
+        self,
+        maps: SpecimenMaps,
+        pixel_um: float,
+        wavelengths_um: tuple[float, ...] = WAVELENGTHS_UM,
+        workers: int | None = None,
+    ) -> None:
         self.shape: tuple[int, int] = maps.opd_um.shape  # type: ignore[assignment]
         self.pixel_um = float(pixel_um)
         self.wavelengths_um = tuple(wavelengths_um)
@@ -201,8 +206,17 @@ def form_image(
         fc = optics.na / lam
         by = min(math.ceil(fc / dfy), (h - 1) // 2)
         bx = min(math.ceil(fc / dfx), (wd - 1) // 2)
-        pupil = _pupil_box(lam, by, bx, dfy, dfx, optics.na, optics.immersion_n, float(defocus_um),
-                           float(optics.spherical_aberration_waves))
+        pupil = _pupil_box(
+            lam,
+            by,
+            bx,
+            dfy,
+            dfx,
+            optics.na,
+            optics.immersion_n,
+            float(defocus_um),
+            float(optics.spherical_aberration_waves),
+        )
         ky_n, kx_n = _field_grid(by, h), _field_grid(bx, wd)
         T = spec.spectra[c]
         inten = np.zeros((ky_n, kx_n), dtype=np.float32)

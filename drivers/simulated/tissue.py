@@ -42,8 +42,9 @@ _NUC_STYLES = {
 }
 
 
-def _nuclei(rng: np.random.Generator, xs: np.ndarray, ys: np.ndarray, style: str,
-            angles: np.ndarray | None = None) -> np.ndarray:
+def _nuclei(
+    rng: np.random.Generator, xs: np.ndarray, ys: np.ndarray, style: str, angles: np.ndarray | None = None
+) -> np.ndarray:
     """A table of nuclei (n x 13) of one style at the given centres (vectorised draws)."""
     n = xs.size
     (r0, r1), (a0, a1), (h0, h1), rim = _NUC_STYLES[style]
@@ -149,8 +150,8 @@ def _tissue_chunk(seed: int, ix: int, iy: int) -> _TissueChunk:
 
 
 def _in_window(grid: Grid, xs: np.ndarray, ys: np.ndarray, reach: float) -> np.ndarray:
-    return (xs >= grid.x[0] - reach) & (xs <= grid.x[-1] + reach) & (ys >= grid.y[0] - reach) & (
-        ys <= grid.y[-1] + reach
+    return (
+        (xs >= grid.x[0] - reach) & (xs <= grid.x[-1] + reach) & (ys >= grid.y[0] - reach) & (ys <= grid.y[-1] + reach)
     )
 
 
