@@ -60,9 +60,10 @@ The region map keeps the aggregate.
 latency: tiles are examined in order of distance from the frame centre (the paper, section
 4.3, finds the centre more accurate) in batches, until ``max_tiles`` non-blank tiles are found
 or the frame is exhausted; tiles never examined have ``examined=False`` in ``tiles``. A budget
-trades accuracy for speed: with 24 tiles ONNX Runtime reads a full frame near focus in 53 ms (2
-threads), inside the camera's 71 ms period, but one-shot + verify ended within 0.3 um in 92.8 % of
-500 simulated runs instead of 97.8 % with every tile (``docs/autofocus.md``).
+trades accuracy for speed: with 32 tiles ONNX Runtime reads a full frame near focus in 66-68 ms (2
+threads, AMD EPYC), inside the camera's 71 ms period, but one-shot + verify ended within 0.3 um in
+95.6 % of 500 simulated runs instead of 97.8 % with every tile (24 tiles: 50-58 ms, 92.8 %;
+``docs/autofocus.md``).
 
 Confidence (in [0, 1]) combines how many tiles were usable and how well they agree::
 

@@ -334,7 +334,7 @@ def main() -> int:
         "--max-tiles",
         type=int,
         default=None,
-        help="the predictor's tile budget per frame (default: every tile; 24 keeps up with the camera, "
+        help="the predictor's tile budget per frame (default: every tile; 32 keeps up with the camera on 2 cores, "
         "benchmarks/bench_predictor.py)",
     )
     parser.add_argument("--threads", type=int, default=2)
