@@ -95,6 +95,7 @@ class FocusCalibration:
     brightness_slope_um: list[float] | None = None
     brightness_mean: float | None = None
     brightness_range: tuple[float, float] | None = None
+    _fitted: np.ndarray = field(init=False, repr=False, compare=False)
     _knot_reading: np.ndarray = field(init=False, repr=False, compare=False)
     _knot_z: np.ndarray = field(init=False, repr=False, compare=False)
 
@@ -136,6 +137,7 @@ class FocusCalibration:
         # runs of equal fitted readings collapse to one knot at the middle of their z
         starts = np.flatnonzero(np.r_[True, np.diff(fitted) > 1e-9])
         ends = np.r_[starts[1:], fitted.size]
+        self._fitted = fitted  # the isotonic fit, plane by plane (flat_at_focus_um)
         self._knot_reading = fitted[starts]
         self._knot_z = np.array([z[a:b].mean() for a, b in zip(starts, ends, strict=True)])
         self.z_um, self.reading_um, self.spread_um = z.tolist(), r.tolist(), s.tolist()
@@ -205,8 +207,7 @@ class FocusCalibration:
     def flat_at_focus_um(self) -> float:
         """Span (um) of the planes around focus that the fitted curve reads alike (0: focus has a
         reading of its own). Within it a reading cannot say where focus is."""
-        z = np.asarray(self.z_um)
-        fitted = non_decreasing(np.asarray(self.reading_um))
+        z, fitted = np.asarray(self.z_um), self._fitted
         alike = z[np.abs(fitted - fitted[int(np.argmin(np.abs(z)))]) <= 1e-9]  # contiguous: fitted is monotonic
         return float(alike[-1] - alike[0])
 

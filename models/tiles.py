@@ -183,8 +183,7 @@ def content_fraction(patches: np.ndarray, bit_depth: int | None = None) -> np.nd
     discriminant.
     """
     scale = _check_patches(patches, bit_depth)
-    x = patches
-    n, h, w, _ = x.shape
+    n, h, w, _ = patches.shape
     if n == 0:
         return np.zeros(0, dtype=np.float64)
     hb, wb = h // BLOCK_PX, w // BLOCK_PX
@@ -192,7 +191,11 @@ def content_fraction(patches: np.ndarray, bit_depth: int | None = None) -> np.nd
     blocks = np.empty((n, hb, wb), dtype=np.float32)
     for i in range(n):  # per patch with OpenCV: several times faster than whole-batch numpy here
         # integer patches are scaled one at a time: the batch is never converted as a whole
-        patch = np.asarray(x[i], dtype=np.float32) if scale is None else np.multiply(x[i], scale, dtype=np.float32)
+        patch = (
+            np.asarray(patches[i], dtype=np.float32)
+            if scale is None
+            else np.multiply(patches[i], scale, dtype=np.float32)
+        )
         gray = cv2.transform(np.ascontiguousarray(patch), _CHANNEL_MEAN)
         # Pixel noise (Immerkaer 1996): the 3x3 kernel [1,-2,1] x [1,-2,1] passes almost nothing
         # of optically band-limited structure (the objectives oversample) but multiplies white
