@@ -85,8 +85,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -456,6 +458,9 @@ class Predictor:
         self.near = near
         self.near_gate_tiles = near_gate_tiles
         self.far_quantile = far_quantile
+        # the float batch's memory, kept from frame to frame; predict holds the lock while it is used
+        self._lock = threading.Lock()
+        self._batch_memory = np.empty(0, dtype=np.float32)
 
     @property
     def runtime(self) -> str:
@@ -552,8 +557,13 @@ class Predictor:
     def predict(self, frame: np.ndarray, bit_depth: int | None = None) -> Prediction:
         """Estimate the signed defocus (um) of ``frame`` (``HxWx3``/``HxW``, uint8/uint16, >= 224x224).
 
-        ``bit_depth`` gives the significant bits of a ``uint16`` frame (default 16).
+        ``bit_depth`` gives the significant bits of a ``uint16`` frame (default 16). Calls from
+        several threads run one at a time (they would share the cores anyway).
         """
+        with self._lock:
+            return self._predict(frame, bit_depth)
+
+    def _predict(self, frame: np.ndarray, bit_depth: int | None) -> Prediction:
         t0 = time.perf_counter()
         frame = self._check_frame(frame)
         h, w = frame.shape[:2]
@@ -573,32 +583,38 @@ class Predictor:
             )
             batch_size = self.max_tiles
         t_blank = 0.0
-        kept: list[int] = []
-        kept_patches: list[np.ndarray] = []
+        kept: list[int] = []  # tile indices, in the order examined
+        kept_tiles: list[np.ndarray] = []  # their integer pixels (views into each cut)
         position = 0
         while position < n and len(kept) < (self.max_tiles or n):
             chosen = order[position : position + max(1, batch_size - len(kept))]
             position += len(chosen)
-            # Cut the integer tiles, filter them, then scale only the kept ones to float: margins
-            # and blank tiles are never converted, and the float batch is never copied again.
+            # Cut the integer tiles and filter them; only the kept ones are scaled to float, below.
             cut = extract_tiles(frame, [tiles[i] for i in chosen])
             tb = time.perf_counter()
             mask = np.asarray(blank_mask(cut, bit_depth), dtype=bool).reshape(-1)
             t_blank += time.perf_counter() - tb
             for j, i in enumerate(chosen):
                 blank[i] = bool(mask[j])
-            kept.extend(i for j, i in enumerate(chosen) if not mask[j])
-            kept_patches.append(to_unit_float(cut[~mask] if mask.any() else cut, bit_depth))
+                if not mask[j]:
+                    kept.append(i)
+                    kept_tiles.append(cut[j])
         examined = sum(b is not None for b in blank)
         used = np.asarray(sorted(kept), dtype=np.int64)
-        t2 = time.perf_counter()
         wide_defocus: float | None = None
         model = "wide"
         t_near = 0.0
         if kept:
-            batch = kept_patches[0] if len(kept_patches) == 1 else np.concatenate(kept_patches)
-            kept_index = np.asarray(kept, dtype=np.int64)
-            wide_defocus, wide_estimates = self._read_wide(batch, kept_index)
+            # One float batch, the near-model gate's tiles first: the gate and the rest of the
+            # wide reading are slices of it, and no batch is copied or concatenated again.
+            gate = self._gate_size(len(kept))
+            rows = read_order(np.asarray(kept, dtype=np.int64), gate)
+            batch = self._float_batch(len(kept), kept_tiles[0].shape)
+            for row, k in enumerate(rows):
+                to_unit_float(kept_tiles[k], bit_depth, out=batch[row])
+            kept_index = np.asarray(kept, dtype=np.int64)[rows]
+            t2 = time.perf_counter()
+            wide_defocus, wide_estimates = self._read_wide(batch, gate)
             if wide_estimates is not None:
                 estimates[kept_index] = wide_estimates
             if self.near is not None and (wide_estimates is None or self._near_reads(wide_defocus)):
@@ -606,6 +622,8 @@ class Predictor:
                 estimates[kept_index] = self.near.runtime.run(batch)
                 t_near = time.perf_counter() - tn
                 model = "near"
+        else:
+            t2 = time.perf_counter()
         t3 = time.perf_counter()
 
         if used.size:
@@ -688,31 +706,53 @@ class Predictor:
         lo, hi = self.near.window_um
         return lo + margin_um <= wide_defocus_um <= hi - margin_um
 
-    def _read_wide(self, batch: np.ndarray, kept_index: np.ndarray) -> tuple[float, np.ndarray | None]:
-        """The wide model's aggregate over the kept tiles (``batch``, tile indices ``kept_index``)
-        and its tile estimates; ``None`` for the estimates when the gate chose the near model.
+    def _float_batch(self, n: int, tile_shape: tuple[int, ...]) -> np.ndarray:
+        """An ``n x tile_shape`` float32 batch in memory kept from frame to frame (under the lock):
+        a fresh array for a full frame's 80 tiles (48 MB) cost 3-5 ms of page faults per frame. The
+        memory grows to the largest batch seen; the runtimes return new arrays, never a view of it."""
+        size = n * math.prod(tile_shape)
+        if self._batch_memory.size < size:
+            self._batch_memory = np.empty(size, dtype=np.float32)
+        return self._batch_memory[:size].reshape(n, *tile_shape)
 
-        With a near model and more than ``near_gate_tiles`` kept tiles, the wide model first reads
-        ``near_gate_tiles`` of them spread evenly over the kept tiles in row-major order. When
-        their aggregate lies at least ``NEAR_GATE_MARGIN_UM`` inside the near window, the near
-        model will read the frame: that aggregate is returned with ``None``. Otherwise the wide
-        model reads the other kept tiles too and the aggregate of all of them decides.
-        """
+    def _gate_size(self, kept: int) -> int:
+        """How many of ``kept`` tiles the near-model gate reads first; 0 when there is no gate
+        (no near model, ``near_gate_tiles=None``, or no more tiles kept than the gate reads)."""
         gate = self.near_gate_tiles
-        if self.near is None or gate is None or gate >= len(batch):
+        return 0 if self.near is None or gate is None or gate >= kept else gate
+
+    def _read_wide(self, batch: np.ndarray, gate: int) -> tuple[float, np.ndarray | None]:
+        """The wide model's aggregate over the kept tiles (``batch``, the gate's ``gate`` tiles
+        first: ``read_order``) and its tile estimates in batch order; ``None`` for the estimates
+        when the gate chose the near model.
+
+        With a gate, the wide model first reads ``batch[:gate]``: tiles spread evenly over the kept
+        tiles in row-major order. When their aggregate lies at least ``NEAR_GATE_MARGIN_UM`` inside
+        the near window, the near model will read the frame: that aggregate is returned with
+        ``None``. Otherwise the wide model reads the other kept tiles too and the aggregate of all
+        of them decides.
+        """
+        if gate == 0:
             wide = self._runtime.run(batch)
             return aggregate_estimates(wide, self.aggregate, self.trim_fraction), wide
-        # with max_tiles the batch is in order of distance from the centre: spread by tile index
-        first = np.argsort(kept_index, kind="stable")[gate_positions(len(batch), gate)]
-        gate_estimates = self._runtime.run(batch[first])
+        gate_estimates = self._runtime.run(batch[:gate])
         gate_defocus = aggregate_estimates(gate_estimates, self.aggregate, self.trim_fraction)
         if self._near_reads(gate_defocus, NEAR_GATE_MARGIN_UM):
             return gate_defocus, None
-        rest = np.setdiff1d(np.arange(len(batch)), first)
-        wide = np.empty(len(batch), dtype=np.float64)
-        wide[first] = gate_estimates
-        wide[rest] = self._runtime.run(batch[rest])
+        wide = np.concatenate([gate_estimates, self._runtime.run(batch[gate:])]).astype(np.float64)
         return aggregate_estimates(wide, self.aggregate, self.trim_fraction), wide
+
+
+def read_order(kept_index: np.ndarray, gate: int) -> np.ndarray:
+    """Positions into ``kept_index`` (tile indices of the kept tiles, in the order examined): the
+    gate's ``gate`` tiles first, spread evenly over the kept tiles in row-major order
+    (``gate_positions``; with ``max_tiles`` the tiles are examined centre first, so they are spread
+    by tile index), then the others in the order examined. ``gate=0``: the order examined."""
+    if gate == 0:
+        return np.arange(kept_index.size)
+    first = np.argsort(kept_index, kind="stable")[gate_positions(kept_index.size, gate)]
+    rest = np.setdiff1d(np.arange(kept_index.size), first, assume_unique=True)
+    return np.concatenate([first, rest])
 
 
 def gate_positions(kept: int, gate: int) -> np.ndarray:

@@ -95,14 +95,25 @@ def extract_tiles(frame: np.ndarray, tiles: list[Tile]) -> np.ndarray:
     return out
 
 
-def to_unit_float(image: np.ndarray, bit_depth: int | None = None) -> np.ndarray:
+def to_unit_float(image: np.ndarray, bit_depth: int | None = None, out: np.ndarray | None = None) -> np.ndarray:
     """Scale a ``uint8``/``uint16`` image to ``float32`` in [0, 1] by its bit depth.
 
     ``bit_depth`` (1..16) is the number of significant bits, e.g. 12 for a 12-bit camera that
     delivers ``uint16``; ``None`` means the full range of the dtype (8 or 16). A value above the
-    bit depth's maximum is an error rather than being clipped.
+    bit depth's maximum is an error rather than being clipped. ``out``, a C-contiguous ``float32``
+    array of the image's shape, receives the result (a row of a batch being filled) and is returned.
     """
-    return np.multiply(image, _unit_scale(image, bit_depth), dtype=np.float32)  # one pass, no integer->float copy
+    scale = _unit_scale(image, bit_depth)
+    if out is not None and (
+        not isinstance(out, np.ndarray)
+        or out.dtype != np.float32
+        or out.shape != image.shape
+        or not out.flags.c_contiguous
+    ):
+        raise ModelInputError(
+            f"to_unit_float: out must be a C-contiguous float32 array of shape {image.shape}, got {_describe(out)}"
+        )
+    return np.multiply(image, scale, out=out, dtype=np.float32)  # one pass, no integer->float copy
 
 
 def _unit_scale(image: np.ndarray, bit_depth: int | None, caller: str = "to_unit_float") -> np.float32:
@@ -171,9 +182,19 @@ def _plane_design(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
     return a, pinv
 
 
-def _plane_values(coef: np.ndarray, a: np.ndarray) -> np.ndarray:
-    """Each patch's plane ``coef`` (``N x 3``) evaluated on the design ``a`` (``P x 3``): ``N x P``."""
-    return coef[:, 0:1] * a[:, 0] + coef[:, 1:2] * a[:, 1] + coef[:, 2:3] * a[:, 2]
+def _plane_residual(b: np.ndarray, coef: np.ndarray, height: int, width: int) -> np.ndarray:
+    """``b`` (``N x P`` block means, ``P = height x width``) minus each patch's background plane
+    ``coef`` (``N x 3``, on the design ``[1, u, v]`` of ``_plane_design``).
+
+    The plane is ``(c0 + c1 u) + c2 v`` with ``u`` varying along a row and ``v`` down a column, so it
+    is built from an ``N x width`` and an ``N x height`` array: the same arithmetic, in the same order,
+    as the ``N x P`` products with the design, at a third of the passes over ``N x P`` arrays."""
+    u = np.linspace(-1.0, 1.0, width)
+    v = np.linspace(-1.0, 1.0, height)
+    along_row = coef[:, 0:1] + coef[:, 1:2] * u
+    down_column = coef[:, 2:3] * v
+    plane = along_row[:, None, :] + down_column[:, :, None]
+    return b - plane.reshape(b.shape)
 
 
 def content_fraction(patches: np.ndarray, bit_depth: int | None = None) -> np.ndarray:
@@ -212,7 +233,7 @@ def content_fraction(patches: np.ndarray, bit_depth: int | None = None) -> np.nd
     # threads keep spinning for a while after it returns and took a core from the network that runs
     # next (ONNX Runtime, 2 threads on 2 cores: a full frame's near-model inference 117 -> 80 ms).
     coef = np.einsum("np,kp->nk", b, a_pinv)  # N x 3: least-squares background plane
-    resid = b - _plane_values(coef, a)
+    resid = _plane_residual(b, coef, hb, wb)
     # Block-scale noise measured directly: the median absolute deviation of the blocks from the
     # plane (the background blocks dominate the median unless the patch is mostly content).
     sigma_block = np.median(np.abs(resid - np.median(resid, axis=1, keepdims=True)), axis=1) / 0.6745
@@ -233,7 +254,7 @@ def content_fraction(patches: np.ndarray, bit_depth: int | None = None) -> np.nd
     if solvable.any():
         ata_s = ata[solvable] + 1e-9 * np.eye(3)
         coef[solvable] = np.linalg.solve(ata_s, atb[solvable][:, :, None])[:, :, 0]
-    resid = b - _plane_values(coef, a)
+    resid = _plane_residual(b, coef, hb, wb)
     return (np.abs(resid) > threshold).mean(axis=1)
 
 

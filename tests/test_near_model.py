@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from autofocus.aggregation import DEFAULT_AGGREGATE, aggregate_estimates
-from autofocus.predictor import Predictor, gate_positions, resolve_near_model
+from autofocus.predictor import Predictor, gate_positions, read_order, resolve_near_model
 from models.checkpoint import bundled_near_checkpoint_path, load_checkpoint, save_checkpoint
 from tests.test_predictor import busy_image, net_on
 
@@ -207,6 +207,17 @@ def test_gate_with_a_tile_budget_spreads_over_the_kept_tiles_by_position(
     pred = Predictor.from_checkpoint(None, runtime="torch", threads=1, max_tiles=24, near_model=path).predict(frame)
     assert pred.model == "near" and pred.wide_defocus_um == pytest.approx(g, abs=1e-4)
     assert [t["examined"] for t in pred.tiles] == [t["examined"] for t in plain.tiles]
+
+
+def test_read_order_puts_the_gate_tiles_first_then_the_rest_as_examined() -> None:
+    kept = np.array([40, 39, 51, 28, 50, 41, 29, 52, 30])  # tile indices, examined centre first
+    rows = read_order(kept, 4)
+    row_major = np.sort(kept)
+    gate = row_major[gate_positions(kept.size, 4)]  # spread over the kept tiles by position
+    rest = [i for i in kept if i not in gate]
+    assert kept[rows].tolist() == [*gate.tolist(), *rest]
+    assert sorted(rows.tolist()) == list(range(kept.size))
+    assert read_order(kept, 0).tolist() == list(range(kept.size))
 
 
 def test_gate_positions_spread_from_first_to_last() -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import statistics
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import cv2
@@ -355,3 +356,23 @@ def test_max_tiles_takes_central_tiles_first_and_skips_blank_ones(network) -> No
     assert pred.confidence == pytest.approx(coverage * agreement, abs=1e-4)
     with pytest.raises(ValueError, match="max_tiles"):
         Predictor.from_checkpoint(None, max_tiles=0)
+
+
+def test_batch_memory_kept_between_frames_carries_nothing_over(network) -> None:
+    """The float batch's memory is reused from frame to frame: a larger, a smaller and a larger
+    frame again are each read as the network reads their tiles."""
+    reused = Predictor.from_checkpoint(None, runtime="torch", threads=1, aggregate="mean")
+    for seed, (height, width) in enumerate([(672, 1120), (448, 448), (896, 1344)]):
+        frame = busy_image(height, width, seed=10 + seed)  # no blank tile: every tile is read
+        pred = reused.predict(frame)
+        patches = np.stack([frame[t["y0"] : t["y0"] + 224, t["x0"] : t["x0"] + 224] for t in pred.tiles])
+        np.testing.assert_allclose([t["defocus_um"] for t in pred.tiles], net_on(network, patches), atol=1e-4)
+
+
+def test_predictions_from_several_threads_equal_sequential_ones(predictor: Predictor) -> None:
+    """The service's routes and a focus lock may share one predictor: calls run one at a time."""
+    frames = [busy_image(448 + 224 * (s % 2), 672, seed=20 + s) for s in range(4)]
+    sequential = [predictor.predict(f).defocus_um for f in frames]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        concurrent = list(pool.map(lambda f: predictor.predict(f).defocus_um, frames * 3))
+    assert concurrent == sequential * 3

@@ -92,6 +92,17 @@ def test_to_unit_float_scales_by_bit_depth() -> None:
         to_unit_float(np.zeros((2, 2, 3), np.float32))
 
 
+def test_to_unit_float_fills_a_row_of_a_batch() -> None:
+    tiles = np.arange(2 * 4 * 4 * 3, dtype=np.uint16).reshape(2, 4, 4, 3) * 40
+    batch = np.full((3, 4, 4, 3), -1.0, dtype=np.float32)
+    row = batch[2]
+    assert to_unit_float(tiles[1], 12, out=row) is row
+    assert np.array_equal(batch[2], to_unit_float(tiles[1], 12)) and np.all(batch[:2] == -1.0)
+    for bad in (np.empty((4, 4, 3), np.float64), np.empty((4, 4, 2), np.float32), batch[:, :, :, 0:3:2][0]):
+        with pytest.raises(ModelInputError, match="out must be a C-contiguous float32 array of shape"):
+            to_unit_float(tiles[0], 12, out=bad)
+
+
 def test_blank_patches_are_blank_even_noisy_tilted_and_jpeg() -> None:
     rng = np.random.default_rng(RNG_SEED)
     patches = [
