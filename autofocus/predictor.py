@@ -60,10 +60,16 @@ The region map keeps the aggregate.
 latency: tiles are examined in order of distance from the frame centre (the paper, section
 4.3, finds the centre more accurate) in batches, until ``max_tiles`` non-blank tiles are found
 or the frame is exhausted; tiles never examined have ``examined=False`` in ``tiles``. A budget
-trades accuracy for speed: with 32 tiles ONNX Runtime reads a full frame near focus in 66-68 ms (2
-threads, AMD EPYC), inside the camera's 71 ms period, but one-shot + verify ended within 0.3 um in
-95.6 % of 500 simulated runs instead of 97.8 % with every tile (24 tiles: 50-58 ms, 92.8 %;
-``docs/autofocus.md``).
+trades accuracy for speed: with 32 tiles ONNX Runtime reads a full frame near focus in 62 ms (p95
+68 ms; 2 threads, AMD EPYC), inside the camera's 71 ms period, but one-shot + verify ended within
+0.3 um in 95.6 % of 500 simulated runs instead of 97.8 % with every tile (36 tiles: 67 ms, 95.2 %;
+24 tiles: 51 ms, 92.8 %; ``docs/autofocus.md``).
+
+**Memory.** The kept tiles are scaled into one float batch, the near-model gate's tiles first
+(``read_order``), whose memory the predictor keeps from frame to frame. Fresh batches and their
+copies page-faulted on every frame: a process reading only 32-tile frames took 3,125 faults and
+78-80 ms a frame before, none and 62-65 ms after. ``predict`` therefore runs one call at a time;
+calls from other threads wait for it.
 
 Confidence (in [0, 1]) combines how many tiles were usable and how well they agree::
 
