@@ -54,6 +54,23 @@ def test_onnx_matches_torch_with_dynamic_batch(exported: tuple[Checkpoint, Path]
 
 
 @pytest.mark.slow
+def test_a_patch_stem_model_exports_and_survives_a_checkpoint_round_trip(tmp_path: Path) -> None:
+    from models.checkpoint import save_checkpoint
+
+    torch.manual_seed(1)
+    config = {"stem_patch": 8, "stem_channels": 16, "block_config": [1, 1, 1], "growth_rate": 4}
+    model = build_model("ldsenet", **config).eval()
+    save_checkpoint(Checkpoint(model=model, name="ldsenet", config=config, meta=META), tmp_path / "p.pt")
+    ckpt = load_checkpoint(tmp_path / "p.pt")
+    assert ckpt.model.stem_patch == 8 and ckpt.model.stem[0].stride == (8, 8)
+    x = torch.rand(3, 3, 224, 224)
+    with torch.no_grad():
+        assert torch.equal(ckpt.model(x), model(x))
+    path = export_onnx(ckpt, tmp_path / "p.onnx")
+    assert verify_onnx(ckpt, path, batch_sizes=(1, 4)) < 1e-4
+
+
+@pytest.mark.slow
 def test_verify_detects_a_different_model(exported: tuple[Checkpoint, Path]) -> None:
     _ckpt, path = exported
     other = build_model("ldsenet", growth_rate=4, stem_channels=8, block_config=[1, 1]).eval()

@@ -118,6 +118,33 @@ def test_ldsenet_constructor_arguments() -> None:
         LDSENet(std=(0.1, 0.0, 0.1))
 
 
+@pytest.mark.parametrize(("patch", "channels", "blocks"), [(4, 16, (2, 2, 2, 2)), (8, 32, (2, 2, 2))])
+def test_patch_stem_cuts_the_input_into_patches_and_still_ends_at_7x7(
+    patch: int, channels: int, blocks: tuple[int, ...]
+) -> None:
+    model = LDSENet(stem_patch=patch, stem_channels=channels, block_config=blocks).eval()
+    conv = model.stem[0]
+    assert (conv.kernel_size, conv.stride, conv.padding) == ((patch, patch), (patch, patch), (0, 0))
+    assert not any(isinstance(m, nn.MaxPool2d) for m in model.stem)
+    seen: dict[str, tuple[int, ...]] = {}
+    model.stem.register_forward_hook(lambda _m, _i, out: seen.__setitem__("stem", tuple(out.shape)))
+    model.se.register_forward_hook(lambda _m, _i, out: seen.__setitem__("se", tuple(out.shape)))
+    x = torch.rand(2, 3, 224, 224)
+    assert model(x).shape == (2,)
+    assert seen["stem"] == (2, channels, 224 // patch, 224 // patch) and seen["se"][2:] == (7, 7)
+    # each output of the stem sees its own k x k patch only: changing one patch changes one position
+    y = x.clone()
+    y[:, :, :patch, :patch] = torch.rand(2, 3, patch, patch)
+    changed = (model.stem[0](y) - model.stem[0](x)).abs().sum(dim=(0, 1)) > 0
+    assert changed[0, 0] and changed.sum() == 1
+
+
+@pytest.mark.parametrize("bad", [-1, 3, 2.5, True, "8"])
+def test_patch_stem_size_must_divide_the_input(bad: object) -> None:
+    with pytest.raises(ValueError, match="stem_patch"):
+        LDSENet(stem_patch=bad)  # type: ignore[arg-type]
+
+
 def test_resnet50_matches_published_parameter_count() -> None:
     assert n_params(build_model("resnet50", num_outputs=1000)) == RESNET50_IMAGENET_PARAMS
     # the regression head: Linear(2048, 1000) replaced by Linear(2048, 1)
