@@ -614,11 +614,12 @@ class Predictor:
             # One float batch, the near-model gate's tiles first: the gate and the rest of the
             # wide reading are slices of it, and no batch is copied or concatenated again.
             gate = self._gate_size(len(kept))
-            rows = read_order(np.asarray(kept, dtype=np.int64), gate)
+            examined_order = np.asarray(kept, dtype=np.int64)
+            rows = read_order(examined_order, gate)
             batch = self._float_batch(len(kept), kept_tiles[0].shape)
             for row, k in enumerate(rows):
                 to_unit_float(kept_tiles[k], bit_depth, out=batch[row])
-            kept_index = np.asarray(kept, dtype=np.int64)[rows]
+            kept_index = examined_order[rows]
             t2 = time.perf_counter()
             wide_defocus, wide_estimates = self._read_wide(batch, gate)
             if wide_estimates is not None:

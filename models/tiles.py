@@ -182,15 +182,15 @@ def _plane_design(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
     return a, pinv
 
 
-def _plane_residual(b: np.ndarray, coef: np.ndarray, height: int, width: int) -> np.ndarray:
-    """``b`` (``N x P`` block means, ``P = height x width``) minus each patch's background plane
-    ``coef`` (``N x 3``, on the design ``[1, u, v]`` of ``_plane_design``).
+def _plane_residual(b: np.ndarray, coef: np.ndarray, a: np.ndarray, width: int) -> np.ndarray:
+    """``b`` (``N x P`` block means) minus each patch's background plane ``coef`` (``N x 3``) on the
+    design ``a`` (``P x 3``: ``[1, u, v]`` over rows of ``width`` blocks, from ``_plane_design``).
 
     The plane is ``(c0 + c1 u) + c2 v`` with ``u`` varying along a row and ``v`` down a column, so it
     is built from an ``N x width`` and an ``N x height`` array: the same arithmetic, in the same order,
     as the ``N x P`` products with the design, at a third of the passes over ``N x P`` arrays."""
-    u = np.linspace(-1.0, 1.0, width)
-    v = np.linspace(-1.0, 1.0, height)
+    u = a[:width, 1]  # the first row's u
+    v = a[::width, 2]  # the first column's v
     along_row = coef[:, 0:1] + coef[:, 1:2] * u
     down_column = coef[:, 2:3] * v
     plane = along_row[:, None, :] + down_column[:, :, None]
@@ -233,7 +233,7 @@ def content_fraction(patches: np.ndarray, bit_depth: int | None = None) -> np.nd
     # threads keep spinning for a while after it returns and took a core from the network that runs
     # next (ONNX Runtime, 2 threads on 2 cores: a full frame's near-model inference 117 -> 80 ms).
     coef = np.einsum("np,kp->nk", b, a_pinv)  # N x 3: least-squares background plane
-    resid = _plane_residual(b, coef, hb, wb)
+    resid = _plane_residual(b, coef, a, wb)
     # Block-scale noise measured directly: the median absolute deviation of the blocks from the
     # plane (the background blocks dominate the median unless the patch is mostly content).
     sigma_block = np.median(np.abs(resid - np.median(resid, axis=1, keepdims=True)), axis=1) / 0.6745
@@ -254,7 +254,7 @@ def content_fraction(patches: np.ndarray, bit_depth: int | None = None) -> np.nd
     if solvable.any():
         ata_s = ata[solvable] + 1e-9 * np.eye(3)
         coef[solvable] = np.linalg.solve(ata_s, atb[solvable][:, :, None])[:, :, 0]
-    resid = _plane_residual(b, coef, hb, wb)
+    resid = _plane_residual(b, coef, a, wb)
     return (np.abs(resid) > threshold).mean(axis=1)
 
 
