@@ -44,7 +44,7 @@ MIN_CONTENT_FRACTION = 0.01  # a patch with less content than this fraction of i
 
 
 _NOISE_KERNEL = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], dtype=np.float32)
-_CHANNEL_MEAN = np.full((1, 3), 1.0 / 3.0, dtype=np.float32)
+_CHANNEL_SUM = np.ones((1, 3), dtype=np.float32)
 
 
 class Tile(NamedTuple):
@@ -163,38 +163,95 @@ def _check_patches(patches: np.ndarray, bit_depth: int | None) -> np.float32 | N
     return None
 
 
-def _median_abs(values: np.ndarray) -> float:
-    """Median of ``|values|`` (upper median for even counts: one partition, no averaging)."""
-    flat = np.abs(values).ravel()
-    k = flat.size // 2
-    return float(np.partition(flat, k)[k])
+# Patches are filtered in chunks of this many, stacked as one tall image: a few large OpenCV calls
+# instead of four small ones per patch, with the float copy bounded (8 x 224 x 224 x 3 x 4 B = 4.8 MB).
+_CHUNK = 8
+# Exact integer medians by counting: |response| values at or above this share the top bin.
+_COUNT_LIMIT = 4096
+
+
+def _noise_and_blocks(patches: np.ndarray, bit_depth: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """Each patch's pixel noise sigma (``N``) and ``BLOCK_PX`` block means (``N x H/4 x W/4``), in unit grey.
+
+    Grey is the mean of the three channels. Patches go through in chunks of ``_CHUNK`` stacked as
+    one tall image (a few large OpenCV calls, and a float copy that stays small). For integer
+    patches the channel sums are exact integers (at most 3 x 65535 < 2**24), so is the noise
+    response, and its median is counted; the unit-grey factor is ``to_unit_float``'s scale / 3.
+
+    Pixel noise (Immerkaer 1996): the 3x3 kernel [1,-2,1] x [1,-2,1] passes almost nothing of
+    optically band-limited structure (the objectives oversample) but multiplies white noise by 6;
+    the median (of every other row and column: 12,000 samples, plenty) makes it robust to sharp
+    edges. The rows kept (1, 3, ..., H - 3) never reach a neighbouring patch of the tall image.
+    Block means: noise falls by BLOCK_PX for white noise; cells (tens of pixels) stay.
+    """
+    scale = _check_patches(patches, bit_depth)
+    factor = (1.0 if scale is None else float(scale)) / 3.0
+    n, h, w, _ = patches.shape
+    hb, wb = h // BLOCK_PX, w // BLOCK_PX
+    median = np.empty(n, dtype=np.float64)
+    blocks = np.empty((n, hb, wb), dtype=np.float32)
+    buffer = np.empty((min(n, _CHUNK) * h, w, 3), dtype=np.float32)
+    for s in range(0, n, _CHUNK):
+        c = min(_CHUNK, n - s)
+        tall = buffer[: c * h]
+        np.copyto(tall, patches[s : s + c].reshape(c * h, w, 3), casting="unsafe")
+        sums = cv2.transform(tall, _CHANNEL_SUM).reshape(c, h, w)
+        lap = cv2.filter2D(sums.reshape(c * h, w), -1, _NOISE_KERNEL).reshape(c, h, w)[:, 1:-1:2, 1:-1:2]
+        median[s : s + c] = _median_abs_rows(lap.reshape(c, -1), exact_integers=scale is not None)
+        cropped = sums[:, : hb * BLOCK_PX, : wb * BLOCK_PX].reshape(c * hb * BLOCK_PX, wb * BLOCK_PX)
+        blocks[s : s + c] = cv2.resize(cropped, (wb, c * hb), interpolation=cv2.INTER_AREA).reshape(c, hb, wb)
+    sigma_px = median * factor / (6.0 * 0.6745)
+    block_means = blocks.astype(np.float64)
+    block_means *= factor
+    return sigma_px, block_means
+
+
+def _median_abs_rows(values: np.ndarray, exact_integers: bool) -> np.ndarray:
+    """Median of ``|values|`` along each row of an ``N x M`` array (upper median for even ``M``).
+
+    Integer-valued rows are counted (one ``bincount`` for all rows, exact); rows whose median
+    reaches ``_COUNT_LIMIT`` and non-integer input go through ``np.partition``.
+    """
+    a = np.abs(values)
+    n, m = a.shape
+    k = m // 2
+    if not exact_integers:
+        return np.partition(a, k, axis=1)[:, k].astype(np.float64)
+    ints = np.minimum(a, _COUNT_LIMIT).astype(np.int32)
+    ints += (np.arange(n, dtype=np.int32) * (_COUNT_LIMIT + 1))[:, None]
+    counts = np.bincount(ints.ravel(), minlength=n * (_COUNT_LIMIT + 1)).reshape(n, _COUNT_LIMIT + 1)
+    median = (np.cumsum(counts, axis=1) <= k).sum(axis=1).astype(np.float64)
+    over = median >= _COUNT_LIMIT
+    if over.any():
+        median[over] = np.partition(a[over], k, axis=1)[:, k]
+    return median
+
+
+def _row_median(x: np.ndarray) -> np.ndarray:
+    """``np.median(x, axis=1)`` of an ``N x M`` array with one selection per row: the lower middle
+    value of an even row is the largest of the values left of the upper one."""
+    k = x.shape[1] // 2
+    p = np.partition(x, k, axis=1)
+    upper = p[:, k].astype(np.float64)
+    if x.shape[1] % 2:
+        return upper
+    return (p[:, :k].max(axis=1) + upper) / 2.0
 
 
 @functools.lru_cache(maxsize=8)
-def _plane_design(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
-    """``P x 3`` design matrix ``[1, u, v]`` of a background plane over a ``height x width`` grid,
-    and its pseudo-inverse (both read-only; cached per grid size)."""
-    v, u = np.meshgrid(np.linspace(-1.0, 1.0, height), np.linspace(-1.0, 1.0, width), indexing="ij")
-    a = np.stack([np.ones(height * width), u.ravel(), v.ravel()], axis=1).astype(np.float64)
-    pinv = np.linalg.pinv(a)
-    a.flags.writeable = False
-    pinv.flags.writeable = False
-    return a, pinv
+def _plane_axes(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Block coordinates ``u`` (along a row, ``width``) and ``v`` (down a column, ``height``), both
+    -1..1 (read-only; cached per grid size). On the full grid 1, u and v are orthogonal."""
+    u = np.linspace(-1.0, 1.0, width)
+    v = np.linspace(-1.0, 1.0, height)
+    u.flags.writeable = False
+    v.flags.writeable = False
+    return u, v
 
 
-def _plane_residual(b: np.ndarray, coef: np.ndarray, a: np.ndarray, width: int) -> np.ndarray:
-    """``b`` (``N x P`` block means) minus each patch's background plane ``coef`` (``N x 3``) on the
-    design ``a`` (``P x 3``: ``[1, u, v]`` over rows of ``width`` blocks, from ``_plane_design``).
-
-    The plane is ``(c0 + c1 u) + c2 v`` with ``u`` varying along a row and ``v`` down a column, so it
-    is built from an ``N x width`` and an ``N x height`` array: the same arithmetic, in the same order,
-    as the ``N x P`` products with the design, at a third of the passes over ``N x P`` arrays."""
-    u = a[:width, 1]  # the first row's u
-    v = a[::width, 2]  # the first column's v
-    along_row = coef[:, 0:1] + coef[:, 1:2] * u
-    down_column = coef[:, 2:3] * v
-    plane = along_row[:, None, :] + down_column[:, :, None]
-    return b - plane.reshape(b.shape)
+def _plane(coef: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """The planes ``c0 + c1 u + c2 v`` of ``coef`` (``N x 3``) on the block grid: ``N x len(v) x len(u)``."""
+    return (coef[:, 0, None, None] + coef[:, 1, None, None] * u) + coef[:, 2, None, None] * v[:, None]
 
 
 def content_fraction(patches: np.ndarray, bit_depth: int | None = None) -> np.ndarray:
@@ -203,59 +260,59 @@ def content_fraction(patches: np.ndarray, bit_depth: int | None = None) -> np.nd
     See ``blank_mask`` for the rule and the arguments; returned so callers can log or tune the
     discriminant.
     """
-    scale = _check_patches(patches, bit_depth)
-    n, h, w, _ = patches.shape
+    sigma_px, b = _noise_and_blocks(patches, bit_depth)
+    n, hb, wb = b.shape
     if n == 0:
         return np.zeros(0, dtype=np.float64)
-    hb, wb = h // BLOCK_PX, w // BLOCK_PX
-    sigma_px = np.empty(n, dtype=np.float64)
-    blocks = np.empty((n, hb, wb), dtype=np.float32)
-    for i in range(n):  # per patch with OpenCV: several times faster than whole-batch numpy here
-        # integer patches are scaled one at a time: the batch is never converted as a whole
-        patch = (
-            np.asarray(patches[i], dtype=np.float32)
-            if scale is None
-            else np.multiply(patches[i], scale, dtype=np.float32)
-        )
-        gray = cv2.transform(np.ascontiguousarray(patch), _CHANNEL_MEAN)
-        # Pixel noise (Immerkaer 1996): the 3x3 kernel [1,-2,1] x [1,-2,1] passes almost nothing
-        # of optically band-limited structure (the objectives oversample) but multiplies white
-        # noise by 6; the median (of every other row and column: 12,000 samples, plenty) makes it
-        # robust to sharp edges.
-        lap = cv2.filter2D(gray, -1, _NOISE_KERNEL)[1:-1:2, 1:-1:2]
-        sigma_px[i] = _median_abs(lap) / (6.0 * 0.6745)
-        # Block means: noise falls by BLOCK_PX for white noise; cells (tens of pixels) stay.
-        blocks[i] = cv2.resize(gray[: hb * BLOCK_PX, : wb * BLOCK_PX], (wb, hb), interpolation=cv2.INTER_AREA)
     sigma_white = sigma_px / BLOCK_PX
-    a, a_pinv = _plane_design(hb, wb)
-    b = blocks.reshape(n, -1).astype(np.float64)
-    # The small products below use einsum, not ``@``: ``@`` hands them to OpenBLAS, whose worker
-    # threads keep spinning for a while after it returns and took a core from the network that runs
-    # next (ONNX Runtime, 2 threads on 2 cores: a full frame's near-model inference 117 -> 80 ms).
-    coef = np.einsum("np,kp->nk", b, a_pinv)  # N x 3: least-squares background plane
-    resid = _plane_residual(b, coef, a, wb)
+    u, v = _plane_axes(hb, wb)
+    # Least-squares background plane. 1, u and v are orthogonal on the full grid, so each
+    # coefficient is one projection, taken from the column and row sums. ``einsum``, not ``@``:
+    # ``@`` hands small products to OpenBLAS, whose worker threads keep spinning for a while after
+    # it returns and took a core from the network that runs next (ONNX Runtime, 2 threads on
+    # 2 cores: a full frame's near-model inference 117 -> 80 ms).
+    col, row = b.sum(axis=1), b.sum(axis=2)
+    coef = np.stack(
+        [
+            col.sum(axis=1) / (hb * wb),
+            np.einsum("nw,w->n", col, u) / (hb * np.einsum("w,w->", u, u)),
+            np.einsum("nh,h->n", row, v) / (wb * np.einsum("h,h->", v, v)),
+        ],
+        axis=1,
+    )
+    resid = (b - _plane(coef, u, v)).reshape(n, -1)
     # Block-scale noise measured directly: the median absolute deviation of the blocks from the
     # plane (the background blocks dominate the median unless the patch is mostly content).
-    sigma_block = np.median(np.abs(resid - np.median(resid, axis=1, keepdims=True)), axis=1) / 0.6745
+    # (in float32, which halves the time of the two selections; the estimate needs no more digits)
+    resid32 = resid.astype(np.float32)
+    sigma_block = _row_median(np.abs(resid32 - _row_median(resid32)[:, None])) / 0.6745
     # Correlated noise (JPEG, demosaicing) averages down less, so the block-scale estimate may
     # raise the noise level, but never beyond max(CORRELATED_NOISE_FACTOR x the white
     # prediction, BLOCK_NOISE_CAP), so that structure cannot pass itself off as noise.
     cap = np.maximum(CORRELATED_NOISE_FACTOR * sigma_white, BLOCK_NOISE_CAP)
     sigma = np.maximum(sigma_white, np.minimum(sigma_block, cap))
-    threshold = np.maximum(NOISE_K * sigma, MIN_CONTRAST)[:, None]
+    threshold = np.maximum(NOISE_K * sigma, MIN_CONTRAST)[:, None, None]
 
-    # Background: the plane (illumination gradients, vignetting) refitted to the blocks that the
-    # first fit calls background.
-    inlier = (np.abs(resid) <= threshold).astype(np.float64)
-    outer = (a[:, :, None] * a[:, None, :]).reshape(a.shape[0], 9)
-    ata = np.einsum("np,pk->nk", inlier, outer).reshape(n, 3, 3)
-    atb = np.einsum("np,pk->nk", inlier * b, a)
-    solvable = inlier.sum(axis=1) >= 0.1 * a.shape[0]
+    # Background: the plane (illumination gradients, vignetting) refitted, by weighted least
+    # squares, to the blocks that the first fit calls background (the normal equations from the
+    # weighted column and row sums).
+    inlier = (np.abs(resid.reshape(n, hb, wb)) <= threshold).astype(np.float64)
+    solvable = inlier.sum(axis=(1, 2)) >= 0.1 * hb * wb
     if solvable.any():
-        ata_s = ata[solvable] + 1e-9 * np.eye(3)
-        coef[solvable] = np.linalg.solve(ata_s, atb[solvable][:, :, None])[:, :, 0]
-    resid = _plane_residual(b, coef, a, wb)
-    return (np.abs(resid) > threshold).mean(axis=1)
+        wgt = inlier[solvable]
+        wb_ = wgt * b[solvable]
+        w_col, w_row = wgt.sum(axis=1), wgt.sum(axis=2)
+        s1 = w_col.sum(axis=1)
+        su, suu = np.einsum("nw,w->n", w_col, u), np.einsum("nw,w->n", w_col, u * u)
+        sv, svv = np.einsum("nh,h->n", w_row, v), np.einsum("nh,h->n", w_row, v * v)
+        suv = np.einsum("nhw,h,w->n", wgt, v, u)
+        b_col, b_row = wb_.sum(axis=1), wb_.sum(axis=2)
+        ata = np.stack([s1, su, sv, su, suu, suv, sv, suv, svv], axis=1).reshape(-1, 3, 3)
+        atb = np.stack(
+            [b_col.sum(axis=1), np.einsum("nw,w->n", b_col, u), np.einsum("nh,h->n", b_row, v)], axis=1
+        )
+        coef[solvable] = np.linalg.solve(ata + 1e-9 * np.eye(3), atb[:, :, None])[:, :, 0]
+    return (np.abs(b - _plane(coef, u, v)) > threshold).mean(axis=(1, 2))
 
 
 def blank_mask(patches: np.ndarray, bit_depth: int | None = None) -> np.ndarray:

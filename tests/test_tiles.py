@@ -175,6 +175,49 @@ def test_integer_patches_get_the_answers_of_their_unit_float_scaling() -> None:
     assert blank_mask(u12).tolist() == [True, True, True]
 
 
+def test_a_patch_gets_the_same_answer_alone_and_in_a_batch() -> None:
+    """Patches go through in chunks stacked as one tall image: no patch may see its neighbours."""
+    from models.tiles import _noise_and_blocks
+
+    rng = np.random.default_rng(RNG_SEED)
+    kinds = [_background(), _cells(0.03), _cells(0.05, 10.0), _background(0.2), _background(1.0)]
+    floats = np.stack([_noisy(kinds[i % len(kinds)], 0.01, rng) for i in range(19)])  # 19: two chunks and a part
+    for patches, bits in (((floats * 255).round().astype(np.uint8), None), (floats, None)):
+        together = content_fraction(patches, bits)
+        alone = np.array([content_fraction(patches[i : i + 1], bits)[0] for i in range(len(patches))])
+        assert np.array_equal(together, alone)
+        sigma, blocks = _noise_and_blocks(patches, bits)  # the noise and block means too, bit for bit
+        for i in range(len(patches)):
+            sigma_i, blocks_i = _noise_and_blocks(patches[i : i + 1], bits)
+            assert sigma[i] == sigma_i[0] and np.array_equal(blocks[i], blocks_i[0])
+        assert not np.array_equal(together, np.roll(together, 1))  # the patches do differ
+    # a 230 x 227 patch: blocks cover its top-left 228 x 224 pixels, in a batch as alone
+    odd = (np.stack([_noisy(np.pad(_cells(0.04), ((3, 3), (2, 1), (0, 0)), mode="edge"), 0.01, rng)] * 3) * 255).round()
+    odd = odd.astype(np.uint8)
+    assert odd.shape == (3, 230, 227, 3)
+    assert np.array_equal(content_fraction(odd), np.repeat(content_fraction(odd[:1]), 3))
+
+
+def test_noise_median_is_counted_exactly_and_falls_back_above_the_count() -> None:
+    """Integer patches: the noise response's median is counted; very noisy 16-bit patches go past
+    the counting range and are selected instead. Both must equal the float patches' answer."""
+    from models.tiles import _COUNT_LIMIT, _median_abs_rows, _row_median
+
+    rng = np.random.default_rng(RNG_SEED)
+    rows = rng.integers(-3 * _COUNT_LIMIT, 3 * _COUNT_LIMIT, size=(6, 1001)).astype(np.float32)
+    rows[:3] //= 64  # three rows well inside the counted range, three mostly beyond it
+    expected = np.sort(np.abs(rows), axis=1)[:, 500]
+    assert np.array_equal(_median_abs_rows(rows, exact_integers=True), expected)
+    assert np.array_equal(_median_abs_rows(rows, exact_integers=False), expected)
+    for width in (1, 2, 7, 3136):
+        x = rng.normal(size=(4, width))
+        assert np.array_equal(_row_median(x), np.median(x, axis=1))
+    floats = np.stack([_noisy(_background(0.5), 0.08, rng), _noisy(_cells(0.2), 0.08, rng)])
+    u16 = (floats * 65535).round().astype(np.uint16)  # noise response ~ 6 x 0.08 x 65535 x sqrt(3): past the count
+    assert np.array_equal(content_fraction(u16), content_fraction(to_unit_float(u16)))
+    assert blank_mask(u16).tolist() == [True, False]
+
+
 def test_discriminant_on_the_simulator_keeps_faint_phase_cells_and_drops_empty_glass() -> None:
     from drivers.simulated import SimulatedMicroscope
 
