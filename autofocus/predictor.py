@@ -407,10 +407,34 @@ def _load_runtime(
             log.warning("cached ONNX %s disagrees with the checkpoint (%s); exporting again", onnx_path, exc)
             onnx_path.unlink()
     if not onnx_path.is_file():
+        _remove_abandoned_exports(onnx_path)
         tmp = onnx_path.with_name(f"{onnx_path.stem}.{os.getpid()}.tmp.onnx")
         export_onnx(ckpt, tmp)
         os.replace(tmp, onnx_path)  # atomic: concurrent exporters never see a half file
     return _OnnxRuntime(onnx_path, threads), meta
+
+
+ABANDONED_EXPORT_AGE_S = 3600.0  # an export takes seconds; a temporary file this old was left by a killed process
+
+
+def _remove_abandoned_exports(onnx_path: Path) -> list[Path]:
+    """Delete the temporary files of exports to ``onnx_path`` that a killed process left behind.
+
+    Only files older than ``ABANDONED_EXPORT_AGE_S`` go, so that an export running in another
+    process at the same moment keeps its file. Returns the files removed.
+    """
+    removed: list[Path] = []
+    now = time.time()
+    for tmp in onnx_path.parent.glob(f"{onnx_path.stem}.*.tmp.onnx*"):
+        try:
+            if now - tmp.stat().st_mtime > ABANDONED_EXPORT_AGE_S:
+                tmp.unlink()
+                removed.append(tmp)
+        except FileNotFoundError:  # another process removed it first
+            continue
+    if removed:
+        log.info("removed %d abandoned ONNX export file(s) beside %s", len(removed), onnx_path)
+    return removed
 
 
 class Predictor:

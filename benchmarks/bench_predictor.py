@@ -7,9 +7,10 @@ the network's arithmetic per frame so the reader can see what limits it. The fra
 focus lock holds, so the near model's inference is paid). There the wide model reads only 16
 spread tiles to choose the near model where more than 16 are kept (the near-model gate,
 ``autofocus.predictor``); one more row, "no near gate", has it read every tile first.
-Writes benchmarks/results/predictor.json and .png.
+Writes benchmarks/results/predictor.json and .png (``--name`` another stem, for a variant such as
+``--near-model runs/x/model.pt``).
 
-    .venv/bin/python benchmarks/bench_predictor.py [--repeats 20] [--threads 2] [--defocus-um 1.25]
+    .venv/bin/python benchmarks/bench_predictor.py [--repeats 20] [--threads 2] [--defocus-um 1.25] [--name predictor]
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from machine import cpu_model  # noqa: E402  (benchmarks/machine.py; scripts run
 from model_options import add_model_arguments, open_predictor  # noqa: E402
 
 from autofocus.calibration_settings import CALIBRATED_AIM_UM  # noqa: E402
-from autofocus.predictor import DEFAULT_NEAR_GATE_TILES  # noqa: E402
+from autofocus.predictor import DEFAULT_NEAR_GATE_TILES, resolve_near_model  # noqa: E402
 from drivers.simulated import SimulatedMicroscope  # noqa: E402
 from models.checkpoint import load_checkpoint  # noqa: E402
 
@@ -52,7 +53,7 @@ def machine(threads: int) -> dict[str, Any]:
 
 
 def network_gflop_per_tile(path: Path | None) -> float:
-    """Multiply-adds x 2 of the bundled network for one 224x224 tile (torch's FLOP counter)."""
+    """Multiply-adds x 2 of a network (None: the bundled wide one) for one 224x224 tile (torch's FLOP counter)."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -78,7 +79,12 @@ def main() -> int:
     parser.add_argument(
         "--max-tiles", default="all,36,32,24,12", help="comma list: 'all' (the paper: every tile) and/or tile budgets"
     )
+    parser.add_argument(
+        "--name", default="predictor", help="results file stem: benchmarks/results/NAME.json and NAME.png"
+    )
     args = parser.parse_args()
+    if not args.name or any(c in args.name for c in "/\\.") or args.name.startswith("-"):
+        parser.error(f"--name must be a plain file stem (no '/', '\\' or '.'), got {args.name!r}")
 
     info = machine(args.threads)
     print(
@@ -98,6 +104,8 @@ def main() -> int:
     print(f"frame: {frame.shape[1]}x{frame.shape[0]} {frame.dtype} ({args.specimen}, {truth:+.1f} um defocus)")
 
     gflop_tile = network_gflop_per_tile(args.model)
+    near_path = resolve_near_model(args.near_model, args.model)
+    near_gflop_tile = network_gflop_per_tile(near_path) if near_path is not None else None
     results: dict[str, Any] = {
         "machine": info,
         "model_trained": trained,
@@ -105,6 +113,7 @@ def main() -> int:
         "true_defocus_um": round(truth, 3),
         "target_ms": round(FRAME_PERIOD_MS, 1),
         "network_gflop_per_tile": round(gflop_tile, 3),
+        "near_network_gflop_per_tile": None if near_gflop_tile is None else round(near_gflop_tile, 3),
         "runtimes": {},
     }
     budgets = [None if v.strip() == "all" else int(v) for v in args.max_tiles.split(",")]
@@ -136,13 +145,14 @@ def main() -> int:
         median = percentile(totals, 50)
         # the near model reads every kept tile when it runs; the wide model may read only the gate's
         inference_median = percentile(parts["near_inference" if pred.model == "near" else "inference"], 50)
+        ran_gflop_tile = near_gflop_tile if pred.model == "near" and near_gflop_tile is not None else gflop_tile
         row = {
             "median_ms": round(median, 1),
             "p95_ms": round(percentile(totals, 95), 1),
             "split_median_ms": {k: round(percentile(v, 50), 1) for k, v in parts.items()},
             "tiles_used": tiles_used,
             "tiles_total": pred.tiles_total,
-            "inference_gflop_s": round(gflop_tile * tiles_used / (inference_median / 1e3), 1),
+            "inference_gflop_s": round(ran_gflop_tile * tiles_used / (inference_median / 1e3), 1),
             "ratio_to_target": round(median / FRAME_PERIOD_MS, 2),
         }
         row["estimate_um"] = round(float(pred.defocus_um), 3) if pred.defocus_um is not None else None
@@ -162,7 +172,9 @@ def main() -> int:
     limiter = max(split, key=split.get)
     results["summary"] = (
         f"all tiles: best {best[0]} {best[1]['median_ms']} ms median vs {FRAME_PERIOD_MS:.0f} ms target; largest part: "
-        f"{limiter} ({split[limiter]} ms); network {gflop_tile:.2f} GFLOP per tile x {best[1]['tiles_used']} tiles"
+        f"{limiter} ({split[limiter]} ms); {best[1]['model']} network "
+        f"{(near_gflop_tile if best[1]['model'] == 'near' and near_gflop_tile else gflop_tile):.3f} GFLOP per tile "
+        f"x {best[1]['tiles_used']} tiles"
     )
     within = [
         (row["tiles_used"], label, row)
@@ -178,7 +190,7 @@ def main() -> int:
     print(results["summary"])
 
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "predictor.json").write_text(json.dumps(results, indent=2) + "\n")
+    (RESULTS / f"{args.name}.json").write_text(json.dumps(results, indent=2) + "\n")
     import matplotlib
 
     matplotlib.use("Agg")
@@ -200,8 +212,8 @@ def main() -> int:
     ax.set_title(f"predictor latency, {args.threads} CPU threads")
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
-    fig.savefig(RESULTS / "predictor.png", dpi=120)
-    print(f"wrote {RESULTS / 'predictor.json'} and predictor.png")
+    fig.savefig(RESULTS / f"{args.name}.png", dpi=120)
+    print(f"wrote {RESULTS / (args.name + '.json')} and {args.name}.png")
     return 0
 
 

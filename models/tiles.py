@@ -300,17 +300,15 @@ def content_fraction(patches: np.ndarray, bit_depth: int | None = None) -> np.nd
     solvable = inlier.sum(axis=(1, 2)) >= 0.1 * hb * wb
     if solvable.any():
         wgt = inlier[solvable]
-        wb_ = wgt * b[solvable]
+        weighted_b = wgt * b[solvable]
         w_col, w_row = wgt.sum(axis=1), wgt.sum(axis=2)
         s1 = w_col.sum(axis=1)
         su, suu = np.einsum("nw,w->n", w_col, u), np.einsum("nw,w->n", w_col, u * u)
         sv, svv = np.einsum("nh,h->n", w_row, v), np.einsum("nh,h->n", w_row, v * v)
         suv = np.einsum("nhw,h,w->n", wgt, v, u)
-        b_col, b_row = wb_.sum(axis=1), wb_.sum(axis=2)
+        b_col, b_row = weighted_b.sum(axis=1), weighted_b.sum(axis=2)
         ata = np.stack([s1, su, sv, su, suu, suv, sv, suv, svv], axis=1).reshape(-1, 3, 3)
-        atb = np.stack(
-            [b_col.sum(axis=1), np.einsum("nw,w->n", b_col, u), np.einsum("nh,h->n", b_row, v)], axis=1
-        )
+        atb = np.stack([b_col.sum(axis=1), np.einsum("nw,w->n", b_col, u), np.einsum("nh,h->n", b_row, v)], axis=1)
         coef[solvable] = np.linalg.solve(ata + 1e-9 * np.eye(3), atb[:, :, None])[:, :, 0]
     return (np.abs(b - _plane(coef, u, v)) > threshold).mean(axis=(1, 2))
 

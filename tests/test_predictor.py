@@ -8,7 +8,9 @@ here from the network and numpy, independently of ``autofocus.predictor``.
 from __future__ import annotations
 
 import math
+import os
 import statistics
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -21,7 +23,7 @@ import torch
 from scipy import stats
 
 from autofocus.aggregation import DEFAULT_AGGREGATE, FAR_READING_UM, aggregate_estimates, far_reading
-from autofocus.predictor import Predictor, compute_confidence, nhwc_input
+from autofocus.predictor import Predictor, compute_confidence, nhwc_input, onnx_cache_path
 from models.checkpoint import bundled_checkpoint_path, load_checkpoint
 from models.errors import ModelInputError
 from tests.sim_scope import open_scope
@@ -266,9 +268,18 @@ def test_bad_settings_are_refused(tmp_path: Path) -> None:
 # -- ONNX Runtime -----------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_onnx_export_cached_and_equal_to_torch(predictor: Predictor, tmp_path: Path) -> None:
+    # what killed exporters left: an hour-old temporary file goes, a fresh one (an export running
+    # in another process) stays
+    key = onnx_cache_path(tmp_path, bundled_checkpoint_path(), load_checkpoint(bundled_checkpoint_path()).model)
+    abandoned, running = tmp_path / f"{key.stem}.11.tmp.onnx", tmp_path / f"{key.stem}.12.tmp.onnx"
+    for leftover in (abandoned, running):
+        leftover.write_bytes(b"half an export")
+    os.utime(abandoned, (time.time() - 2 * 3600,) * 2)
     onnx_pred = Predictor.from_checkpoint(None, runtime="onnx", threads=1, cache_dir=tmp_path)
+    assert not abandoned.exists() and running.exists()
+    running.unlink()
     cached = list(tmp_path.glob("*.onnx"))
-    assert len(cached) == 1
+    assert cached == [key]
     mtime = cached[0].stat().st_mtime_ns
     again = Predictor.from_checkpoint(None, runtime="onnx", threads=1, cache_dir=tmp_path)  # reuses the cache
     assert cached[0].stat().st_mtime_ns == mtime and again.runtime == "onnx"
