@@ -432,6 +432,8 @@ def _remove_abandoned_exports(onnx_path: Path) -> list[Path]:
                 removed.append(tmp)
         except FileNotFoundError:  # another process removed it first
             continue
+        except OSError as exc:  # e.g. another user's file in a shared cache: the export goes on regardless
+            log.warning("could not remove the abandoned ONNX export %s: %s", tmp, exc)
     if removed:
         log.info("removed %d abandoned ONNX export file(s) beside %s", len(removed), onnx_path)
     return removed

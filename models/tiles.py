@@ -241,7 +241,8 @@ def _row_median(x: np.ndarray) -> np.ndarray:
 @functools.lru_cache(maxsize=8)
 def _plane_axes(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
     """Block coordinates ``u`` (along a row, ``width``) and ``v`` (down a column, ``height``), both
-    -1..1 (read-only; cached per grid size). On the full grid 1, u and v are orthogonal."""
+    -1..1 (read-only; cached per grid size). Over the full grid the plane's terms (the constant,
+    ``u`` and ``v``) are orthogonal: each sums to zero against the others."""
     u = np.linspace(-1.0, 1.0, width)
     v = np.linspace(-1.0, 1.0, height)
     u.flags.writeable = False
