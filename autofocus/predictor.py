@@ -93,6 +93,7 @@ import json
 import logging
 import math
 import os
+import re
 import tempfile
 import threading
 import time
@@ -407,7 +408,7 @@ def _load_runtime(
             log.warning("cached ONNX %s disagrees with the checkpoint (%s); exporting again", onnx_path, exc)
             onnx_path.unlink()
     if not onnx_path.is_file():
-        _remove_abandoned_exports(onnx_path)
+        _remove_abandoned_exports(cache)
         tmp = onnx_path.with_name(f"{onnx_path.stem}.{os.getpid()}.tmp.onnx")
         export_onnx(ckpt, tmp)
         os.replace(tmp, onnx_path)  # atomic: concurrent exporters never see a half file
@@ -417,15 +418,22 @@ def _load_runtime(
 ABANDONED_EXPORT_AGE_S = 3600.0  # an export takes seconds; a temporary file this old was left by a killed process
 
 
-def _remove_abandoned_exports(onnx_path: Path) -> list[Path]:
-    """Delete the temporary files of exports to ``onnx_path`` that a killed process left behind.
+# what an export into the cache writes before its rename: <checkpoint>-<16 hex>.<pid>.tmp.onnx (+ ".tmp")
+_EXPORT_TEMP_NAME = re.compile(r"-[0-9a-f]{16}\.\d+\.tmp\.onnx(\.tmp)?$")
 
-    Only files older than ``ABANDONED_EXPORT_AGE_S`` go, so that an export running in another
-    process at the same moment keeps its file. Returns the files removed.
+
+def _remove_abandoned_exports(cache: Path) -> list[Path]:
+    """Delete the temporary files of exports into ``cache`` that killed processes left behind.
+
+    Only names of the cache's own scheme that are older than ``ABANDONED_EXPORT_AGE_S`` go, so an
+    export running in another process keeps its file (and a shared directory keeps others' files);
+    a file that cannot be deleted is logged and the export goes on. Returns the files removed.
     """
     removed: list[Path] = []
     now = time.time()
-    for tmp in onnx_path.parent.glob(f"{onnx_path.stem}.*.tmp.onnx*"):
+    for tmp in cache.glob("*.tmp.onnx*"):
+        if not _EXPORT_TEMP_NAME.search(tmp.name):
+            continue
         try:
             if now - tmp.stat().st_mtime > ABANDONED_EXPORT_AGE_S:
                 tmp.unlink()
@@ -435,7 +443,7 @@ def _remove_abandoned_exports(onnx_path: Path) -> list[Path]:
         except OSError as exc:  # e.g. another user's file in a shared cache: the export goes on regardless
             log.warning("could not remove the abandoned ONNX export %s: %s", tmp, exc)
     if removed:
-        log.info("removed %d abandoned ONNX export file(s) beside %s", len(removed), onnx_path)
+        log.info("removed %d abandoned ONNX export file(s) from %s", len(removed), cache)
     return removed
 
 

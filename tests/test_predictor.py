@@ -268,16 +268,20 @@ def test_bad_settings_are_refused(tmp_path: Path) -> None:
 # -- ONNX Runtime -----------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_onnx_export_cached_and_equal_to_torch(predictor: Predictor, tmp_path: Path) -> None:
-    # what killed exporters left: an hour-old temporary file goes, a fresh one (an export running
-    # in another process) stays
+    # what killed exporters left: hour-old temporary files of the cache's scheme go (this
+    # checkpoint's, and an older code version's), a fresh one (an export running in another process)
+    # and a file of another name stay
     key = onnx_cache_path(tmp_path, bundled_checkpoint_path(), load_checkpoint(bundled_checkpoint_path()).model)
-    abandoned, running = tmp_path / f"{key.stem}.11.tmp.onnx", tmp_path / f"{key.stem}.12.tmp.onnx"
-    for leftover in (abandoned, running):
+    abandoned = [tmp_path / f"{key.stem}.11.tmp.onnx", tmp_path / "ldsenet-0123456789abcdef.7.tmp.onnx.tmp"]
+    running, foreign = tmp_path / f"{key.stem}.12.tmp.onnx", tmp_path / "notes.tmp.onnx"
+    for leftover in (*abandoned, running, foreign):
         leftover.write_bytes(b"half an export")
-    os.utime(abandoned, (time.time() - 2 * 3600,) * 2)
+        if leftover is not running:
+            os.utime(leftover, (time.time() - 2 * 3600,) * 2)
     onnx_pred = Predictor.from_checkpoint(None, runtime="onnx", threads=1, cache_dir=tmp_path)
-    assert not abandoned.exists() and running.exists()
+    assert not any(p.exists() for p in abandoned) and running.exists() and foreign.exists()
     running.unlink()
+    foreign.unlink()
     cached = list(tmp_path.glob("*.onnx"))
     assert cached == [key]
     mtime = cached[0].stat().st_mtime_ns
