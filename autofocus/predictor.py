@@ -60,10 +60,10 @@ The region map keeps the aggregate.
 latency: tiles are examined in order of distance from the frame centre (the paper, section
 4.3, finds the centre more accurate) in batches, until ``max_tiles`` non-blank tiles are found
 or the frame is exhausted; tiles never examined have ``examined=False`` in ``tiles``. A budget
-trades accuracy for speed: with 32 tiles ONNX Runtime reads a full frame near focus in 62 ms (p95
-68 ms; 2 threads, AMD EPYC), inside the camera's 71 ms period, but one-shot + verify ended within
-0.3 um in 95.6 % of 500 simulated runs instead of 97.8 % with every tile (36 tiles: 67 ms, 95.2 %;
-24 tiles: 51 ms, 92.8 %; ``docs/autofocus.md``).
+trades accuracy for speed: with 32 tiles ONNX Runtime reads a full frame near focus in 59 ms (p95
+61 ms; 2 threads, AMD EPYC), inside the camera's 71 ms period, but one-shot + verify ended within
+0.3 um in 95.6 % of 500 simulated runs instead of 97.8 % with every tile (36 tiles: 63 ms, 95.2 %;
+24 tiles: 48 ms, 92.8 %; ``docs/autofocus.md``).
 
 **Memory.** The kept tiles are scaled into one float batch, the near-model gate's tiles first
 (``read_order``), whose memory the predictor keeps from frame to frame. Fresh batches and their
@@ -422,12 +422,12 @@ ABANDONED_EXPORT_AGE_S = 3600.0  # an export takes seconds; a temporary file thi
 _EXPORT_TEMP_NAME = re.compile(r"-[0-9a-f]{16}\.\d+\.tmp\.onnx(\.tmp)?$")
 
 
-def _remove_abandoned_exports(cache: Path) -> list[Path]:
+def _remove_abandoned_exports(cache: Path) -> None:
     """Delete the temporary files of exports into ``cache`` that killed processes left behind.
 
     Only names of the cache's own scheme that are older than ``ABANDONED_EXPORT_AGE_S`` go, so an
     export running in another process keeps its file (and a shared directory keeps others' files);
-    a file that cannot be deleted is logged and the export goes on. Returns the files removed.
+    a file that cannot be deleted is logged and the export goes on.
     """
     removed: list[Path] = []
     now = time.time()
@@ -444,7 +444,6 @@ def _remove_abandoned_exports(cache: Path) -> list[Path]:
             log.warning("could not remove the abandoned ONNX export %s: %s", tmp, exc)
     if removed:
         log.info("removed %d abandoned ONNX export file(s) from %s", len(removed), cache)
-    return removed
 
 
 class Predictor:

@@ -106,6 +106,7 @@ def main() -> int:
     gflop_tile = network_gflop_per_tile(args.model)
     near_path = resolve_near_model(args.near_model, args.model)
     near_gflop_tile = network_gflop_per_tile(near_path) if near_path is not None else None
+    gflop_by_model = {"wide": gflop_tile, "near": near_gflop_tile}  # per tile, of the network that ran
     results: dict[str, Any] = {
         "machine": info,
         "model_trained": trained,
@@ -145,14 +146,13 @@ def main() -> int:
         median = percentile(totals, 50)
         # the near model reads every kept tile when it runs; the wide model may read only the gate's
         inference_median = percentile(parts["near_inference" if pred.model == "near" else "inference"], 50)
-        ran_gflop_tile = near_gflop_tile if pred.model == "near" and near_gflop_tile is not None else gflop_tile
         row = {
             "median_ms": round(median, 1),
             "p95_ms": round(percentile(totals, 95), 1),
             "split_median_ms": {k: round(percentile(v, 50), 1) for k, v in parts.items()},
             "tiles_used": tiles_used,
             "tiles_total": pred.tiles_total,
-            "inference_gflop_s": round(ran_gflop_tile * tiles_used / (inference_median / 1e3), 1),
+            "inference_gflop_s": round(gflop_by_model[pred.model] * tiles_used / (inference_median / 1e3), 1),
             "ratio_to_target": round(median / FRAME_PERIOD_MS, 2),
         }
         row["estimate_um"] = round(float(pred.defocus_um), 3) if pred.defocus_um is not None else None
@@ -173,8 +173,7 @@ def main() -> int:
     results["summary"] = (
         f"all tiles: best {best[0]} {best[1]['median_ms']} ms median vs {FRAME_PERIOD_MS:.0f} ms target; largest part: "
         f"{limiter} ({split[limiter]} ms); {best[1]['model']} network "
-        f"{(near_gflop_tile if best[1]['model'] == 'near' and near_gflop_tile else gflop_tile):.3f} GFLOP per tile "
-        f"x {best[1]['tiles_used']} tiles"
+        f"{gflop_by_model[best[1]['model']]:.3f} GFLOP per tile x {best[1]['tiles_used']} tiles"
     )
     within = [
         (row["tiles_used"], label, row)
