@@ -65,6 +65,14 @@ trades accuracy for speed: with 32 tiles ONNX Runtime reads a full frame near fo
 0.3 um in 95.6 % of 500 simulated runs instead of 97.8 % with every tile (36 tiles: 63 ms, 95.2 %;
 24 tiles: 48 ms, 92.8 %; ``docs/autofocus.md``).
 
+**Threads.** ``threads`` (default 2 in ``from_checkpoint``) is the number of cores the predictor
+uses: the runtime's intra-op threads, and as many shares of the tiles (at least
+``MIN_TILES_PER_THREAD`` = 8 each) that are cut, put through the blank filter and scaled to float
+on threads of their own (numpy and OpenCV release the GIL); each tile's answer is the one a
+single thread gives (tested). These steps used one core while the other idled: on a full frame
+near focus (2 cores, AMD EPYC) the blank filter took 12-15 ms instead of 24-25 and cutting and
+scaling 5-6 ms instead of 9, 108-114 ms a frame instead of 123-130 (``docs/autofocus.md``).
+
 **Memory.** The kept tiles are scaled into one float batch, the near-model gate's tiles first
 (``read_order``), whose memory the predictor keeps from frame to frame. Fresh batches and their
 copies page-faulted on every frame: a process reading only 32-tile frames took 3,125 faults and
@@ -89,6 +97,7 @@ frame into 3 x 3 equal regions and aggregates the tiles whose centre lies in eac
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
 import math
@@ -97,9 +106,10 @@ import re
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 
@@ -135,6 +145,12 @@ Runtime = Literal["torch", "onnx"]
 # their aggregate settles the choice when it lies this far inside the near model's window.
 DEFAULT_NEAR_GATE_TILES = 16
 NEAR_GATE_MARGIN_UM = 1.0
+# Cutting, filtering and scaling the tiles run on the predictor's ``threads`` (module docstring,
+# "Threads"), each share at least the blank filter's chunk of tiles.
+MIN_TILES_PER_THREAD = 8
+
+_Item = TypeVar("_Item")
+_Result = TypeVar("_Result")
 
 
 # --------------------------------------------------------------------------------------------
@@ -464,6 +480,7 @@ class Predictor:
         near: NearModel | None = None,
         near_gate_tiles: int | None = DEFAULT_NEAR_GATE_TILES,
         far_quantile: float | None = DEFAULT_FAR_QUANTILE,
+        threads: int = 1,
     ) -> None:
         if aggregate not in AGGREGATES:
             raise ValueError(f"aggregate must be one of {AGGREGATES}, got {aggregate!r}")
@@ -484,7 +501,10 @@ class Predictor:
             )
         if far_quantile is not None:
             check_far_quantile(far_quantile)
+        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+            raise ValueError(f"threads must be a positive integer, got {threads!r}")
         self._runtime = runtime
+        self.threads = threads
         self.meta = dict(meta)
         self.patch_size = int(self.meta.get("patch_size", 224))
         self.aggregate = aggregate
@@ -570,6 +590,7 @@ class Predictor:
             max_tiles=max_tiles,
             near_gate_tiles=near_gate_tiles,
             far_quantile=far_quantile,
+            threads=threads,
         )
 
     # -- input -----------------------------------------------------------------------------
@@ -628,16 +649,20 @@ class Predictor:
         while position < n and len(kept) < (self.max_tiles or n):
             chosen = order[position : position + max(1, batch_size - len(kept))]
             position += len(chosen)
-            # Cut the integer tiles and filter them; only the kept ones are scaled to float, below.
-            cut = extract_tiles(frame, [tiles[i] for i in chosen])
+            # Cut the integer tiles and filter them, a share of them on each thread; only the kept
+            # ones are scaled to float, below.
+            parts = self._share(len(chosen))
+            cut_tiles = [[tiles[i] for i in chosen[lo:hi]] for lo, hi in parts]
+            cuts = self._parallel(lambda share: extract_tiles(frame, share), cut_tiles)
             tb = time.perf_counter()
-            mask = np.asarray(blank_mask(cut, bit_depth), dtype=bool).reshape(-1)
+            masks = self._parallel(lambda cut: np.asarray(blank_mask(cut, bit_depth), dtype=bool).reshape(-1), cuts)
             t_blank += time.perf_counter() - tb
-            for j, i in enumerate(chosen):
-                blank[i] = bool(mask[j])
-                if not mask[j]:
-                    kept.append(i)
-                    kept_tiles.append(cut[j])
+            for (lo, _), cut, mask in zip(parts, cuts, masks, strict=True):
+                for j, i in enumerate(chosen[lo : lo + len(cut)]):
+                    blank[i] = bool(mask[j])
+                    if not mask[j]:
+                        kept.append(i)
+                        kept_tiles.append(cut[j])
         examined = sum(b is not None for b in blank)
         used = np.asarray(sorted(kept), dtype=np.int64)
         wide_defocus: float | None = None
@@ -650,8 +675,12 @@ class Predictor:
             examined_order = np.asarray(kept, dtype=np.int64)
             rows = read_order(examined_order, gate)
             batch = self._float_batch(len(kept), kept_tiles[0].shape)
-            for row, k in enumerate(rows):
-                to_unit_float(kept_tiles[k], bit_depth, out=batch[row])
+
+            def scale(r: tuple[int, int]) -> None:
+                for row in range(*r):
+                    to_unit_float(kept_tiles[rows[row]], bit_depth, out=batch[row])
+
+            self._parallel(scale, self._share(len(rows)))
             kept_index = examined_order[rows]
             t2 = time.perf_counter()
             wide_defocus, wide_estimates = self._read_wide(batch, gate)
@@ -738,6 +767,36 @@ class Predictor:
                 "total": (t5 - t0) * 1e3,
             },
         )
+
+    def _share(self, n: int) -> list[tuple[int, int]]:
+        """``n`` tiles split into contiguous ``(lo, hi)`` shares, one per thread of the predictor
+        (``threads``), none smaller than ``MIN_TILES_PER_THREAD`` unless there is only one."""
+        parts = max(1, min(self.threads, n // MIN_TILES_PER_THREAD))
+        bounds = [round(k * n / parts) for k in range(parts + 1)]
+        return list(itertools.pairwise(bounds))
+
+    def _parallel(self, fn: Callable[[_Item], _Result], items: list[_Item]) -> list[_Result]:
+        """``[fn(item) for item in items]``, the first on this thread and each other on a thread
+        of its own (numpy and OpenCV release the GIL). The first error is raised once all are done."""
+        results: list[Any] = [None] * len(items)
+        errors: list[BaseException | None] = [None] * len(items)
+
+        def work(k: int) -> None:
+            try:
+                results[k] = fn(items[k])
+            except BaseException as exc:  # handed to the calling thread below
+                errors[k] = exc
+
+        helpers = [threading.Thread(target=work, args=(k,), name="predictor-share") for k in range(1, len(items))]
+        for helper in helpers:
+            helper.start()
+        work(0)
+        for helper in helpers:
+            helper.join()
+        for exc in errors:
+            if exc is not None:
+                raise exc
+        return results
 
     def _near_reads(self, wide_defocus_um: float, margin_um: float = 0.0) -> bool:
         """True when a near model is loaded and the wide reading lies ``margin_um`` inside its window."""

@@ -7,6 +7,7 @@ here from the network and numpy, independently of ``autofocus.predictor``.
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import statistics
@@ -391,3 +392,51 @@ def test_predictions_from_several_threads_equal_sequential_ones(predictor: Predi
     with ThreadPoolExecutor(max_workers=4) as pool:
         concurrent = list(pool.map(lambda f: predictor.predict(f).defocus_um, frames * 3))
     assert concurrent == sequential * 3
+
+
+# -- threads ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("max_tiles", [None, 20])
+def test_tiles_cut_filtered_and_scaled_in_shares_read_as_on_one_thread(network, max_tiles: int | None) -> None:
+    """With ``threads`` > 1 the tiles are cut, filtered and scaled in shares on several threads:
+    every tile keeps its own blank decision and estimate, whichever share it fell in."""
+    frame = busy_image(896, 1344, seed=31)  # 4 x 6 = 24 tiles: three shares of 8 on 3 threads
+    frame[:224, :448] = 180  # two featureless tiles in the first share ...
+    frame[672:, 1120:] = 90  # ... and one in the last
+    shared = Predictor.from_checkpoint(None, runtime="torch", threads=3, max_tiles=max_tiles)
+    single = Predictor.from_checkpoint(None, runtime="torch", threads=1, max_tiles=max_tiles)
+    assert len(shared._share(24)) == 3 and len(shared._share(20)) == 2 and len(shared._share(7)) == 1
+    got, expected = shared.predict(frame), single.predict(frame)
+    assert [(t["blank"], t["examined"]) for t in got.tiles] == [(t["blank"], t["examined"]) for t in expected.tiles]
+    featureless = {(0, 0), (0, 1), (3, 5)}
+    assert {(t["row"], t["col"]) for t in got.tiles if t["blank"]} == {
+        (t["row"], t["col"]) for t in got.tiles if t["examined"] and (t["row"], t["col"]) in featureless
+    }
+    used = [t for t in got.tiles if t["defocus_um"] is not None]
+    assert len(used) == (21 if max_tiles is None else 20)
+    patches = np.stack([frame[t["y0"] : t["y0"] + 224, t["x0"] : t["x0"] + 224] for t in used])
+    np.testing.assert_allclose([t["defocus_um"] for t in used], net_on(network, patches), atol=1e-4)
+    assert got.defocus_um == pytest.approx(expected.defocus_um, abs=1e-4)
+
+
+def test_shares_cover_every_tile_once_and_an_error_on_any_thread_reaches_the_caller() -> None:
+    predictor = Predictor.from_checkpoint(None, runtime="torch", threads=4)
+    for n in (1, 7, 8, 16, 17, 31, 88):
+        shares = predictor._share(n)
+        assert shares[0][0] == 0 and shares[-1][1] == n and len(shares) == max(1, min(4, n // 8))
+        assert all(hi - lo >= min(n, 8) for lo, hi in shares)
+        assert all(a[1] == b[0] for a, b in itertools.pairwise(shares))
+
+    def fail_on_the_third(item: int) -> int:
+        if item == 2:
+            raise ValueError(f"share {item} failed")
+        return item * 10
+
+    assert predictor._parallel(lambda item: item * 10, [0, 1, 2, 3]) == [0, 10, 20, 30]
+    with pytest.raises(ValueError, match="share 2 failed"):
+        predictor._parallel(fail_on_the_third, [0, 1, 2, 3])
+    # in the predictor: a 12-bit frame with one value out of range, in the last tile (second share)
+    frame = (busy_image(896, 896, seed=5).astype(np.uint16) * 16).astype(np.uint16)
+    frame[-1, -1, 0] = 5000
+    two = Predictor.from_checkpoint(None, runtime="torch", threads=2)
+    with pytest.raises(ModelInputError, match="12-bit maximum"):
+        two.predict(frame, bit_depth=12)
