@@ -127,7 +127,7 @@ def test_patch_stem_cuts_the_input_into_patches_and_still_ends_at_7x7(
     assert (conv.kernel_size, conv.stride, conv.padding) == ((patch, patch), (patch, patch), (0, 0))
     assert not any(isinstance(m, nn.MaxPool2d) for m in model.stem)
     seen: dict[str, tuple[int, ...]] = {}
-    model.stem.register_forward_hook(lambda _m, _i, out: seen.__setitem__("stem", tuple(out.shape)))
+    model.stem[-1].register_forward_hook(lambda _m, _i, out: seen.__setitem__("stem", tuple(out.shape)))
     model.se.register_forward_hook(lambda _m, _i, out: seen.__setitem__("se", tuple(out.shape)))
     x = torch.rand(2, 3, 224, 224)
     assert model(x).shape == (2,)
@@ -137,6 +137,36 @@ def test_patch_stem_cuts_the_input_into_patches_and_still_ends_at_7x7(
     y[:, :, :patch, :patch] = torch.rand(2, 3, patch, patch)
     changed = (model.stem[0](y) - model.stem[0](x)).abs().sum(dim=(0, 1)) > 0
     assert changed[0, 0] and changed.sum() == 1
+
+
+@pytest.mark.parametrize("exposure_norm", [True, False])
+@pytest.mark.parametrize("patch", [4, 8])
+def test_patch_stem_reads_the_normalised_input_without_making_it(patch: int, exposure_norm: bool) -> None:
+    """The patch stem folds the input normalisation into its convolution (choice 9): the network's
+    output and its weight gradients are those of normalising the input first and then running the
+    stem as a plain sequence of its layers."""
+    torch.manual_seed(patch)
+    model = LDSENet(stem_patch=patch, mean=(0.4, 0.55, 0.6), std=(0.2, 0.3, 0.25), exposure_norm=exposure_norm)
+    norm = model.stem[1]
+    norm.running_mean.uniform_(-1.0, 1.0)
+    norm.running_var.uniform_(0.5, 2.0)
+    model.eval()
+
+    def reference(x: torch.Tensor) -> torch.Tensor:
+        scale = 1.0 / model.std
+        if exposure_norm:
+            scale = scale * model.exposure_level / x.mean(dim=(1, 2, 3), keepdim=True)
+        y = model.stem(x * scale - model.mean / model.std)  # the nn.Sequential, layer after layer
+        y = model.se(model.final(model.features(y))).mean(dim=(2, 3))
+        return model.head(y).squeeze(1) * model.output_scale_um
+
+    x = torch.rand(3, 3, 224, 224) * torch.tensor([0.5, 1.0, 0.8]).view(3, 1, 1, 1)  # three exposures
+    folded, expected = model(x), reference(x)
+    torch.testing.assert_close(folded, expected, atol=1e-4, rtol=1e-5)
+    assert (expected - expected.mean()).abs().max() > 1e-3  # the patches read differently
+    grad_folded = torch.autograd.grad(folded.sum(), model.stem[0].weight)[0]
+    grad_expected = torch.autograd.grad(expected.sum(), model.stem[0].weight)[0]
+    torch.testing.assert_close(grad_folded, grad_expected, atol=1e-4, rtol=1e-3)
 
 
 @pytest.mark.parametrize("bad", [-1, 3, 2.5, True, "8"])
