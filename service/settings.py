@@ -93,7 +93,9 @@ class Settings(HardwareConfig, BaseSettings):
         "'auto' (the bundled one with the bundled model, none with another model), 'none', or a .pt/.onnx file",
     )
     runtime: Literal["torch", "onnx"] = Field(default="torch", description="inference runtime")
-    predictor_threads: int = Field(default=2, ge=1, le=64, description="CPU threads for inference")
+    predictor_threads: int = Field(
+        default=2, ge=1, le=64, description="CPU threads for inference and for cutting and filtering the tiles"
+    )
     predictor_aggregate: Aggregate = Field(
         default=DEFAULT_AGGREGATE,
         description="how tile estimates are combined into one defocus (mean is the paper's; trimmed is measured "
@@ -103,7 +105,7 @@ class Settings(HardwareConfig, BaseSettings):
         default=None,
         ge=1,
         description="non-blank tiles used per frame, centre first; empty: every tile (the paper's method). "
-        "24 keeps a full 2592x1944 frame within the camera's 71 ms frame period on 2 CPU threads with ONNX",
+        "32 keeps a full 2592x1944 frame within the camera's 71 ms frame period on 2 CPU threads with ONNX",
     )
 
     # -- storage ---------------------------------------------------------------------------------
