@@ -70,8 +70,8 @@ uses: the runtime's intra-op threads, and as many shares of the tiles (at least
 ``MIN_TILES_PER_THREAD`` = 8 each) that are cut, put through the blank filter and scaled to float
 on threads of their own (numpy and OpenCV release the GIL); each tile's answer is the one a
 single thread gives (tested). These steps used one core while the other idled: on a full frame
-near focus (2 cores, AMD EPYC) the blank filter took 12-15 ms instead of 24-25 and cutting and
-scaling 5-6 ms instead of 9, 108-114 ms a frame instead of 123-130 (``docs/autofocus.md``).
+near focus (2 cores, AMD EPYC) the blank filter took 12-15 ms instead of 24-27 and cutting and
+scaling 5-6 ms instead of 9-12: 12-23 ms less a frame (``docs/autofocus.md``).
 
 **Memory.** The kept tiles are scaled into one float batch, the near-model gate's tiles first
 (``read_order``), whose memory the predictor keeps from frame to frame. Fresh batches and their
@@ -653,12 +653,12 @@ class Predictor:
             # ones are scaled to float, below.
             parts = self._share(len(chosen))
             cut_tiles = [[tiles[i] for i in chosen[lo:hi]] for lo, hi in parts]
-            cuts = self._parallel(lambda share: extract_tiles(frame, share), cut_tiles)
+            cuts = _map_on_threads(lambda share: extract_tiles(frame, share), cut_tiles)
             tb = time.perf_counter()
-            masks = self._parallel(lambda cut: np.asarray(blank_mask(cut, bit_depth), dtype=bool).reshape(-1), cuts)
+            masks = _map_on_threads(lambda cut: np.asarray(blank_mask(cut, bit_depth), dtype=bool).reshape(-1), cuts)
             t_blank += time.perf_counter() - tb
-            for (lo, _), cut, mask in zip(parts, cuts, masks, strict=True):
-                for j, i in enumerate(chosen[lo : lo + len(cut)]):
+            for (lo, hi), cut, mask in zip(parts, cuts, masks, strict=True):
+                for j, i in enumerate(chosen[lo:hi]):
                     blank[i] = bool(mask[j])
                     if not mask[j]:
                         kept.append(i)
@@ -680,7 +680,7 @@ class Predictor:
                 for row in range(*r):
                     to_unit_float(kept_tiles[rows[row]], bit_depth, out=batch[row])
 
-            self._parallel(scale, self._share(len(rows)))
+            _map_on_threads(scale, self._share(len(rows)))
             kept_index = examined_order[rows]
             t2 = time.perf_counter()
             wide_defocus, wide_estimates = self._read_wide(batch, gate)
@@ -775,29 +775,6 @@ class Predictor:
         bounds = [round(k * n / parts) for k in range(parts + 1)]
         return list(itertools.pairwise(bounds))
 
-    def _parallel(self, fn: Callable[[_Item], _Result], items: list[_Item]) -> list[_Result]:
-        """``[fn(item) for item in items]``, the first on this thread and each other on a thread
-        of its own (numpy and OpenCV release the GIL). The first error is raised once all are done."""
-        results: list[Any] = [None] * len(items)
-        errors: list[BaseException | None] = [None] * len(items)
-
-        def work(k: int) -> None:
-            try:
-                results[k] = fn(items[k])
-            except BaseException as exc:  # handed to the calling thread below
-                errors[k] = exc
-
-        helpers = [threading.Thread(target=work, args=(k,), name="predictor-share") for k in range(1, len(items))]
-        for helper in helpers:
-            helper.start()
-        work(0)
-        for helper in helpers:
-            helper.join()
-        for exc in errors:
-            if exc is not None:
-                raise exc
-        return results
-
     def _near_reads(self, wide_defocus_um: float, margin_um: float = 0.0) -> bool:
         """True when a near model is loaded and the wide reading lies ``margin_um`` inside its window."""
         if self.near is None:
@@ -840,6 +817,30 @@ class Predictor:
             return gate_defocus, None
         wide = np.concatenate([gate_estimates, self._runtime.run(batch[gate:])]).astype(np.float64)
         return aggregate_estimates(wide, self.aggregate, self.trim_fraction), wide
+
+
+def _map_on_threads(fn: Callable[[_Item], _Result], items: list[_Item]) -> list[_Result]:
+    """``[fn(item) for item in items]``, the first on this thread and each other on a thread
+    of its own (numpy and OpenCV release the GIL). The first error is raised once all are done."""
+    results: list[Any] = [None] * len(items)
+    errors: list[BaseException | None] = [None] * len(items)
+
+    def work(k: int) -> None:
+        try:
+            results[k] = fn(items[k])
+        except BaseException as exc:  # handed to the calling thread below
+            errors[k] = exc
+
+    helpers = [threading.Thread(target=work, args=(k,), name="predictor-share") for k in range(1, len(items))]
+    for helper in helpers:
+        helper.start()
+    work(0)
+    for helper in helpers:
+        helper.join()
+    for exc in errors:
+        if exc is not None:
+            raise exc
+    return results
 
 
 def read_order(kept_index: np.ndarray, gate: int) -> np.ndarray:

@@ -24,7 +24,7 @@ import torch
 from scipy import stats
 
 from autofocus.aggregation import DEFAULT_AGGREGATE, FAR_READING_UM, aggregate_estimates, far_reading
-from autofocus.predictor import Predictor, compute_confidence, nhwc_input, onnx_cache_path
+from autofocus.predictor import Predictor, _map_on_threads, compute_confidence, nhwc_input, onnx_cache_path
 from models.checkpoint import bundled_checkpoint_path, load_checkpoint
 from models.errors import ModelInputError
 from tests.sim_scope import open_scope
@@ -431,9 +431,9 @@ def test_shares_cover_every_tile_once_and_an_error_on_any_thread_reaches_the_cal
             raise ValueError(f"share {item} failed")
         return item * 10
 
-    assert predictor._parallel(lambda item: item * 10, [0, 1, 2, 3]) == [0, 10, 20, 30]
+    assert _map_on_threads(lambda item: item * 10, [0, 1, 2, 3]) == [0, 10, 20, 30]
     with pytest.raises(ValueError, match="share 2 failed"):
-        predictor._parallel(fail_on_the_third, [0, 1, 2, 3])
+        _map_on_threads(fail_on_the_third, [0, 1, 2, 3])
     # in the predictor: a 12-bit frame with one value out of range, in the last tile (second share)
     frame = (busy_image(896, 896, seed=5).astype(np.uint16) * 16).astype(np.uint16)
     frame[-1, -1, 0] = 5000
