@@ -19,9 +19,8 @@ The pipeline follows section 3.1 of the LDSE-NET paper:
    more than 1 um out in 19 %, 24 % and 24 % (``docs/autofocus.md``). A tile whose sign is wrong
    pulls the mean by twice its defocus; trimming drops it.
 
-**Near-focus model.** A predictor may carry a second network of the same architecture,
-fine-tuned on a narrow defocus range (``meta["z_range_um"]`` of its checkpoint; the bundled
-``ldsenet_near.pt``: -2..+6 um). When the first (wide-range) model's aggregate falls inside that
+**Near-focus model.** A predictor may carry a second network trained on a narrow defocus range
+(``meta["z_range_um"]`` of its checkpoint; the bundled ``ldsenet_near.pt``: -2..+6 um). When the first (wide-range) model's aggregate falls inside that
 range, the same kept tiles go through the near model and its estimates replace the wide ones
 (``Prediction.model == "near"``; ``wide_defocus_um`` keeps the wide reading). The near model
 spreads less from field to field where the verify frame of a one-shot run lands (about 0..+2.5 um
