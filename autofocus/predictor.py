@@ -20,12 +20,13 @@ The pipeline follows section 3.1 of the LDSE-NET paper:
    pulls the mean by twice its defocus; trimming drops it.
 
 **Near-focus model.** A predictor may carry a second network trained on a narrow defocus range
-(``meta["z_range_um"]`` of its checkpoint; the bundled ``ldsenet_near.pt``: -2..+6 um). When the first (wide-range) model's aggregate falls inside that
-range, the same kept tiles go through the near model and its estimates replace the wide ones
+(``meta["z_range_um"]`` of its checkpoint; the bundled ``ldsenet_near.pt``: -2..+6 um, LDSE-NET
+with a patch stem). When the first (wide-range) model's aggregate falls inside that range, the
+same kept tiles go through the near model and its estimates replace the wide ones
 (``Prediction.model == "near"``; ``wide_defocus_um`` keeps the wide reading). The near model
 spreads less from field to field where the verify frame of a one-shot run lands (about 0..+2.5 um
-with the recommended ``aim_um``), so the verify correction lands closer (``docs/autofocus.md``). It costs a second
-inference on those frames only. A calibration (``autofocus.calibration``) is measured through the
+with the recommended ``aim_um``), so the verify correction lands closer (``docs/autofocus.md``).
+It costs a second inference on those frames only. A calibration (``autofocus.calibration``) is measured through the
 predictor as configured, so it covers the switch between the two models.
 
 **Near-model gate.** The wide model's reading only has to say whether the near model reads the
@@ -59,10 +60,10 @@ The region map keeps the aggregate.
 latency: tiles are examined in order of distance from the frame centre (the paper, section
 4.3, finds the centre more accurate) in batches, until ``max_tiles`` non-blank tiles are found
 or the frame is exhausted; tiles never examined have ``examined=False`` in ``tiles``. A budget
-trades accuracy for speed: with 32 tiles ONNX Runtime reads a full frame near focus in 59 ms (p95
-61 ms; 2 threads, AMD EPYC), inside the camera's 71 ms period, but one-shot + verify ended within
-0.3 um in 95.6 % of 500 simulated runs instead of 97.8 % with every tile (36 tiles: 63 ms, 95.2 %;
-24 tiles: 48 ms, 92.8 %; ``docs/autofocus.md``).
+trades accuracy for speed: with 32 tiles ONNX Runtime reads a full frame near focus in 46 ms (p95
+57 ms; every tile: 74 ms; 2 threads, AMD EPYC), and with the previous near model one-shot + verify
+ended within 0.3 um in 95.6 % of 500 simulated runs instead of 97.8 % with every tile (36 tiles:
+95.2 %; 24 tiles: 92.8 %; ``docs/autofocus.md``).
 
 **Threads.** ``threads`` (default 2 in ``from_checkpoint``) is the number of cores the predictor
 uses: the runtime's intra-op threads, and as many shares of the tiles (at least
