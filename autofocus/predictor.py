@@ -501,8 +501,7 @@ class Predictor:
             )
         if far_quantile is not None:
             check_far_quantile(far_quantile)
-        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-            raise ValueError(f"threads must be a positive integer, got {threads!r}")
+        _check_threads(threads)
         self._runtime = runtime
         self.threads = threads
         self.meta = dict(meta)
@@ -562,8 +561,7 @@ class Predictor:
 
         if runtime not in RUNTIMES:
             raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
-        if not isinstance(threads, int) or threads < 1:
-            raise ValueError(f"threads must be a positive integer, got {threads!r}")
+        _check_threads(threads)  # before any model is loaded
         ckpt_path = Path(path) if path is not None else Path(bundled_checkpoint_path())
         run, meta = _load_runtime(ckpt_path, runtime, threads, cache_dir)
         near: NearModel | None = None
@@ -817,6 +815,11 @@ class Predictor:
             return gate_defocus, None
         wide = np.concatenate([gate_estimates, self._runtime.run(batch[gate:])]).astype(np.float64)
         return aggregate_estimates(wide, self.aggregate, self.trim_fraction), wide
+
+
+def _check_threads(threads: object) -> None:
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"threads must be a positive integer, got {threads!r}")
 
 
 def _map_on_threads(fn: Callable[[_Item], _Result], items: list[_Item]) -> list[_Result]:

@@ -435,7 +435,7 @@ def test_shares_cover_every_tile_once_and_an_error_on_any_thread_reaches_the_cal
     with pytest.raises(ValueError, match="share 2 failed"):
         _map_on_threads(fail_on_the_third, [0, 1, 2, 3])
     # in the predictor: a 12-bit frame with one value out of range, in the last tile (second share)
-    frame = (busy_image(896, 896, seed=5).astype(np.uint16) * 16).astype(np.uint16)
+    frame = busy_image(896, 896, seed=5).astype(np.uint16) * 16  # 12-bit values
     frame[-1, -1, 0] = 5000
     two = Predictor.from_checkpoint(None, runtime="torch", threads=2)
     with pytest.raises(ModelInputError, match="12-bit maximum"):
