@@ -77,7 +77,10 @@ scaling 5-6 ms instead of 9-12: 12-23 ms less a frame (``docs/autofocus.md``).
 (``read_order``), whose memory the predictor keeps from frame to frame. Fresh batches and their
 copies page-faulted on every frame: a process reading only 32-tile frames took 3,125 faults and
 78-80 ms a frame before, none and 62-65 ms after. ``predict`` therefore runs one call at a time;
-calls from other threads wait for it.
+calls from other threads wait for it. The helper threads' own work arrays come from glibc arenas
+that handed their memory back to the kernel after every frame (about 2,000 page faults, 10-14 ms
+of a full frame); a predictor on more than one thread therefore has glibc keep freed memory
+(``autofocus.heap.keep_freed_memory``, process-wide, as ``torch.set_num_threads`` is).
 
 Confidence (in [0, 1]) combines how many tiles were usable and how well they agree::
 
@@ -122,6 +125,7 @@ from autofocus.aggregation import (
     far_reading,
 )
 from autofocus.brightness import mean_brightness
+from autofocus.heap import keep_freed_memory
 from models.errors import ModelInputError
 from models.tiles import blank_mask, extract_tiles, tile_grid, to_unit_float
 
@@ -502,6 +506,8 @@ class Predictor:
         if far_quantile is not None:
             check_far_quantile(far_quantile)
         _check_threads(threads)
+        if threads > 1:
+            keep_freed_memory()  # helper threads' arenas would hand each frame's memory back (``autofocus.heap``)
         self._runtime = runtime
         self.threads = threads
         self.meta = dict(meta)
