@@ -30,17 +30,21 @@ It costs a second inference on those frames only. A calibration (``autofocus.cal
 predictor as configured, so it covers the switch between the two models.
 
 **Near-model gate.** The wide model's reading only has to say whether the near model reads the
-frame, so on a frame with more than ``near_gate_tiles`` (default 16) kept tiles the wide model
+frame, so on a frame with more than ``near_gate_tiles`` (default 8) kept tiles the wide model
 first reads that many of them spread evenly over the frame (every k-th kept tile in row-major
 order). When their aggregate lies at least ``NEAR_GATE_MARGIN_UM`` (1 um) inside the near window
 the near model reads every kept tile and ``wide_defocus_um`` is that gate aggregate; otherwise
 (outside the window or near its edges) the wide model reads the remaining tiles and decides as
 above. A frame near focus (a verify frame, every
-focus-lock frame) then costs 16 + N tile inferences instead of 2N. Spread tiles, not the centre
+focus-lock frame) then costs 8 + N tile inferences instead of 2N. Spread tiles, not the centre
 ones: on 96 full frames near the window's edges (-3..-1 and +4.5..+7.5 um) the 16 spread tiles'
 aggregate differed from all tiles' by sd 0.24 um, the 16 centre tiles' by 0.47 um (the centre of
 stained tissue reads 0.5-0.65 um lower at +4.5..+7.5 um), so the two ways choose differently only
-when the 16 tiles stray 1 um or more at a window edge.
+when the gate's tiles stray 1 um or more at a window edge. Eight tiles, not 16 (2026-11-28): on
+328 full frames (4 fields each of cells and tissue, -10..+10 um in 0.5 um steps;
+``benchmarks/bench_near_gate.py``) 8 spread tiles chose the model the full reading chose on every
+frame (6 tiles: 2 frames otherwise, 4 tiles: 6), their aggregate 0.61 um sd from the full one
+(16 tiles: 0.39 um), and they cost 8 ms instead of 16-17 ms of a frame near focus.
 ``near_gate_tiles=None`` has the wide model read every tile.
 
 **Far readings.** Far from focus the wide model's tiles saturate unevenly: on cells most flatten
@@ -147,7 +151,7 @@ RUNTIMES = ("torch", "onnx")
 Runtime = Literal["torch", "onnx"]
 # The near-model gate (module docstring): the wide model first reads this many spread tiles, and
 # their aggregate settles the choice when it lies this far inside the near model's window.
-DEFAULT_NEAR_GATE_TILES = 16
+DEFAULT_NEAR_GATE_TILES = 8
 NEAR_GATE_MARGIN_UM = 1.0
 # Cutting, filtering and scaling the tiles run on the predictor's ``threads`` (module docstring,
 # "Threads"), each share at least the blank filter's chunk of tiles.

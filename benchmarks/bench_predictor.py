@@ -4,8 +4,8 @@ Target: the camera's frame period at 14 fps (71 ms). Prints median and p95 per r
 split between tiling, blank filter, inference and the near-focus model's second inference, and
 the network's arithmetic per frame so the reader can see what limits it. The frame sits at
 ``--defocus-um`` (default +1.25 um, the first move's aim: where a verify frame lands and where the
-focus lock holds, so the near model's inference is paid). There the wide model reads only 16
-spread tiles to choose the near model where more than 16 are kept (the near-model gate,
+focus lock holds, so the near model's inference is paid). There the wide model reads only 8
+spread tiles to choose the near model where more than 8 are kept (the near-model gate,
 ``autofocus.predictor``); one more row, "no near gate", has it read every tile first.
 Writes benchmarks/results/predictor.json and .png (``--name`` another stem, for a variant such as
 ``--near-model runs/x/model.pt``).

@@ -134,7 +134,7 @@ class PredictionOut(BaseModel):
     wide_defocus_um: float | None = Field(
         default=None,
         description="the first (wide-range) model's reading, which chose the model (um); with 'near' on a frame of "
-        "more than 16 usable tiles, the reading of 16 of them spread over the frame (the near-model gate)",
+        "more than 8 usable tiles, the reading of 8 of them spread over the frame (the near-model gate)",
     )
     brightness: float | None = Field(
         default=None, description="the frame's mean intensity, 0..1 of full scale (at the camera's bit depth)"

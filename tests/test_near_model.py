@@ -124,7 +124,7 @@ def test_resolve_near_model_choices(tmp_path: Path) -> None:
 
 
 # -- the near-model gate ------------------------------------------------------------------------
-def gate_tiles(used: list[dict[str, object]], gate: int = 16) -> list[dict[str, object]]:
+def gate_tiles(used: list[dict[str, object]], gate: int = 8) -> list[dict[str, object]]:
     """The tiles the gate reads: ``gate`` spread evenly over the kept tiles in row-major order."""
     positions = sorted({round(k * (len(used) - 1) / (gate - 1)) for k in range(gate)})
     return [used[p] for p in positions]
@@ -157,11 +157,11 @@ def test_gate_tiles_choose_the_near_model_when_clearly_inside(
     used = [t for t in plain.tiles if not t["blank"]]
     assert len(used) == 28 and sorted((t["row"], t["col"]) for t in plain.tiles if t["blank"]) == sorted(blanks)
     g = gate_reading(frame, used, wide_network)
-    assert abs(g - plain.defocus_um) > 1e-3  # 16 tiles read differently from all 28
+    assert abs(g - plain.defocus_um) > 1e-3  # 8 tiles read differently from all 28
     path = near_copy(tmp_path, [g - 3.0, g + 3.0])
     gated = Predictor.from_checkpoint(None, runtime="torch", threads=1, near_model=path)
     ungated = Predictor.from_checkpoint(None, runtime="torch", threads=1, near_model=path, near_gate_tiles=None)
-    assert gated.near_gate_tiles == 16
+    assert gated.near_gate_tiles == 8  # the documented default
     pred, full = gated.predict(frame), ungated.predict(frame)
     assert pred.model == full.model == "near"
     assert pred.wide_defocus_um == pytest.approx(g, abs=1e-4)
