@@ -260,18 +260,22 @@ class _TorchRuntime:
 
 
 class _OnnxRuntime:
-    """Runs an exported ``.onnx`` with ONNX Runtime on CPU.
+    """Runs an exported ``.onnx`` with ONNX Runtime on CPU: one single-threaded session per thread,
+    each reading a contiguous share of the batch on a thread of its own.
+
+    One session with ``threads`` intra-op threads splits every operator of these small networks
+    across the cores and waits for both at each of them; sessions side by side on halves of the
+    batch keep each core busy with whole tiles. Same numbers, bit for bit (a tile's result does not
+    depend on its batch); on 2 cores (AMD EPYC, 2026-11-28) the near model's 80 tiles took 28 ms
+    instead of 31-37 ms, the gate's 8 wide tiles 5.8 ms instead of 6.8 ms, 80 wide tiles 75 ms
+    instead of 86 ms. With no intra-op thread pool, no worker spins between runs to take a core
+    from the blank filter or the other model's session (the reason an earlier version turned
+    spinning off).
 
     The file takes NCHW batches (``models.export``); the predictor's tiles are NHWC. Rather than
-    transposing every batch in numpy (13 ms for a full frame's 80 float tiles, on one core), the
-    session is built from the file's graph with a Transpose in front of it (``nhwc_input``), which
-    ONNX Runtime runs on its threads: the near model's 80 tiles took about 8 % less time.
-
-    Its worker threads sleep as soon as a run ends (``session.intra_op.allow_spinning`` off): a
-    predictor with a near model holds two sessions, and a session's workers spinning after its
-    run took the cores from the other session and from the blank filter. On a full frame at
-    +1.25 um (2 cores, AMD EPYC) that cut the median from 230 to 186 ms, with 24 tiles from 102
-    to 53 ms (``benchmarks/bench_predictor.py``).
+    transposing every batch in numpy (13 ms for a full frame's 80 float tiles, on one core), each
+    session is built from the file's graph with a Transpose in front of it (``nhwc_input``): the
+    near model's 80 tiles took about 8 % less time.
     """
 
     name = "onnx"
@@ -281,21 +285,29 @@ class _OnnxRuntime:
         import onnxruntime as ort
 
         opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
+        opts.intra_op_num_threads = 1
         opts.inter_op_num_threads = 1
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        graph = nhwc_input(onnx.load(str(onnx_path)))
-        self._session = ort.InferenceSession(
-            graph.SerializeToString(), sess_options=opts, providers=["CPUExecutionProvider"]
-        )
-        self._input = self._session.get_inputs()[0].name
+        graph = nhwc_input(onnx.load(str(onnx_path))).SerializeToString()
+        self._sessions = [
+            ort.InferenceSession(graph, sess_options=opts, providers=["CPUExecutionProvider"]) for _ in range(threads)
+        ]
+        self._input = self._sessions[0].get_inputs()[0].name
         self.path = onnx_path
 
     def run(self, batch_nhwc: np.ndarray) -> np.ndarray:
-        (out,) = self._session.run(None, {self._input: np.ascontiguousarray(batch_nhwc, dtype=np.float32)})
-        return np.asarray(out, dtype=np.float32).reshape(-1)
+        batch = np.ascontiguousarray(batch_nhwc, dtype=np.float32)
+        if len(batch) == 0:
+            return np.empty(0, dtype=np.float32)
+        parts = min(len(self._sessions), len(batch))
+        bounds = [round(k * len(batch) / parts) for k in range(parts + 1)]
+
+        def share(k: int) -> np.ndarray:
+            (out,) = self._sessions[k].run(None, {self._input: batch[bounds[k] : bounds[k + 1]]})
+            return np.asarray(out, dtype=np.float32).reshape(-1)
+
+        return np.concatenate(_map_on_threads(share, list(range(parts))))
 
 
 def nhwc_input(model: Any) -> Any:

@@ -48,7 +48,9 @@ def choices(tile_estimates: np.ndarray, window: tuple[float, float], gate: int |
     full = aggregate_estimates(tile_estimates, DEFAULT_AGGREGATE, TRIM_FRACTION)
     if gate is None or gate >= tile_estimates.size:
         return lo <= full <= hi, full
-    first = aggregate_estimates(tile_estimates[gate_positions(tile_estimates.size, gate)], DEFAULT_AGGREGATE, TRIM_FRACTION)
+    first = aggregate_estimates(
+        tile_estimates[gate_positions(tile_estimates.size, gate)], DEFAULT_AGGREGATE, TRIM_FRACTION
+    )
     if lo + NEAR_GATE_MARGIN_UM <= first <= hi - NEAR_GATE_MARGIN_UM:
         return True, first
     return lo <= full <= hi, full
@@ -91,7 +93,9 @@ def main() -> int:
                 row: dict[str, Any] = {"specimen": kind, "field_um": [float(x), float(y)], "true_um": truth}
                 row["tiles"] = int(est.size)
                 row["full"] = dict(zip(("near", "aggregate_um"), choices(est, window, None), strict=True))
-                row["gates"] = {str(g): dict(zip(("near", "aggregate_um"), choices(est, window, g), strict=True)) for g in gates}
+                row["gates"] = {
+                    str(g): dict(zip(("near", "aggregate_um"), choices(est, window, g), strict=True)) for g in gates
+                }
                 row["gate_aggregate_um"] = {
                     str(g): aggregate_estimates(est[gate_positions(est.size, g)], DEFAULT_AGGREGATE, TRIM_FRACTION)
                     for g in gates
@@ -101,11 +105,15 @@ def main() -> int:
         print(f"{kind}: {len(frames)} frames so far, {time.monotonic() - t0:.0f} s", flush=True)
 
     summary: dict[str, Any] = {}
-    print(f"{len(frames)} full frames; the full reading chose the near model for {sum(f['full']['near'] for f in frames)}")
+    print(
+        f"{len(frames)} full frames; the full reading chose the near model for {sum(f['full']['near'] for f in frames)}"
+    )
     for g in gates:
         key = str(g)
         differ = [f for f in frames if f["gates"][key]["near"] != f["full"]["near"]]
-        gaps = np.array([f["gate_aggregate_um"][key] - f["full"]["aggregate_um"] for f in frames if key in f["gate_aggregate_um"]])
+        gaps = np.array(
+            [f["gate_aggregate_um"][key] - f["full"]["aggregate_um"] for f in frames if key in f["gate_aggregate_um"]]
+        )
         edges = np.array(
             [
                 f["gate_aggregate_um"][key] - f["full"]["aggregate_um"]
@@ -124,8 +132,9 @@ def main() -> int:
         s = summary[key]
         print(
             f"  gate {g:2d} tiles: {s['frames_choosing_otherwise']} frames choose otherwise {s['where']}; "
-            f"gate - full aggregate sd {s['gate_minus_full_sd_um']:.3f} um (max {s['gate_minus_full_max_abs_um']:.2f}); "
-            f"within 2 um of a window edge sd {s['near_window_edges_sd_um']} um over {s['near_window_edges_frames']} frames"
+            f"gate - full aggregate sd {s['gate_minus_full_sd_um']:.3f} um "
+            f"(max {s['gate_minus_full_max_abs_um']:.2f}); within 2 um of a window edge sd "
+            f"{s['near_window_edges_sd_um']} um over {s['near_window_edges_frames']} frames"
         )
     result = {
         "machine": {"cpu": cpu_model(), "cpu_count": os.cpu_count(), "platform": platform.platform()},

@@ -52,7 +52,8 @@ PREDICTOR = textwrap.dedent(
     from models.checkpoint import bundled_checkpoint_path
 
     wide = bundled_checkpoint_path().with_suffix(".onnx")
-    Predictor.from_checkpoint(wide, runtime="onnx", threads=int(sys.argv[1]), near_model=wide.with_name("ldsenet_near.onnx"))
+    near = wide.with_name("ldsenet_near.onnx")
+    Predictor.from_checkpoint(wide, runtime="onnx", threads=int(sys.argv[1]), near_model=near)
     """
 )
 
@@ -75,7 +76,9 @@ def test_memory_freed_on_a_helper_thread_stays_with_the_process() -> None:
 
 def test_keep_freed_memory_is_set_once_per_process() -> None:
     script = "from autofocus.heap import keep_freed_memory as k; print(k(), k(), k.cache_info().misses)"
-    out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60, check=True
+    )
     assert out.stdout.split() == ["True", "True", "1"]
 
 

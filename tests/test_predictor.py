@@ -14,6 +14,7 @@ import statistics
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -321,11 +322,42 @@ def test_shipped_onnx_loads_with_its_metadata() -> None:
     assert p.meta["patch_size"] == 224 and p.runtime == "onnx"
     pred = p.predict(busy_image(224, 224, seed=6))
     assert pred.tiles_total == 1 and math.isfinite(pred.defocus_um or math.nan)
-    # idle workers sleep: spinning ones took the cores from the near model's session (benchmark only)
-    options = p._runtime._session.get_session_options()
-    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
     with pytest.raises(ValueError, match="runtime='onnx'"):
         Predictor.from_checkpoint(shipped, runtime="torch")
+
+
+def test_onnx_sessions_side_by_side_read_each_tile_as_one_session_does() -> None:
+    shipped = bundled_checkpoint_path().with_suffix(".onnx")
+    if not shipped.is_file():
+        pytest.skip(f"no shipped ONNX file at {shipped}")
+    one = Predictor.from_checkpoint(shipped, runtime="onnx", threads=1)._runtime
+    tiles = np.stack([busy_image(224, 224, seed=s) for s in range(8)]).astype(np.float32) / 255.0
+    for threads in (2, 3):
+        runtime = Predictor.from_checkpoint(shipped, runtime="onnx", threads=threads)._runtime
+        sessions = runtime._sessions
+        assert len(sessions) == threads
+        assert all(s.get_session_options().intra_op_num_threads == 1 for s in sessions)
+        shares: list[list[int]] = [[] for _ in sessions]
+        for k, session in enumerate(sessions):  # record each session's share, then run it for real
+
+            def recording(
+                outputs: Any, feed: dict[str, np.ndarray], _run: Any = session.run, _share: list[int] = shares[k]
+            ) -> Any:
+                _share.append(len(next(iter(feed.values()))))
+                return _run(outputs, feed)
+
+            session.run = recording  # type: ignore[method-assign]
+        for n in (0, 1, 2, 5, 8):
+            for share in shares:
+                share.clear()
+            got = runtime.run(tiles[:n])
+            np.testing.assert_array_equal(got, one.run(tiles[:n]))  # bit for bit
+            assert got.dtype == np.float32 and got.shape == (n,)
+            used = [sum(share) for share in shares]
+            assert sum(used) == n and max(used) - min(used[: min(n, threads)] or [0]) <= 1
+            assert sum(1 for u in used if u) == min(
+                n, threads
+            )  # every session reads a share when there are enough tiles
 
 
 def test_nhwc_input_reads_nhwc_tiles_as_the_file_reads_nchw_ones() -> None:
