@@ -64,13 +64,14 @@ The region map keeps the aggregate.
 latency: tiles are examined in order of distance from the frame centre (the paper, section
 4.3, finds the centre more accurate) in batches, until ``max_tiles`` non-blank tiles are found
 or the frame is exhausted; tiles never examined have ``examined=False`` in ``tiles``. A budget
-trades accuracy for speed: with 32 tiles ONNX Runtime reads a full frame near focus in 46 ms (p95
-57 ms; every tile: 74 ms; 2 threads, AMD EPYC), and with the previous near model one-shot + verify
+trades accuracy for speed: with 32 tiles ONNX Runtime reads a full frame near focus in 29-30 ms
+(p95 31-33 ms; every tile: 54-57 ms; 2 threads, AMD EPYC), and with the previous near model one-shot + verify
 ended within 0.3 um in 95.6 % of 500 simulated runs instead of 97.8 % with every tile (36 tiles:
 95.2 %; 24 tiles: 92.8 %; ``docs/autofocus.md``).
 
 **Threads.** ``threads`` (default 2 in ``from_checkpoint``) is the number of cores the predictor
-uses: the runtime's intra-op threads, and as many shares of the tiles (at least
+uses: torch's intra-op threads or as many single-threaded ONNX Runtime sessions, each reading a
+share of the batch (``_OnnxRuntime``), and as many shares of the tiles (at least
 ``MIN_TILES_PER_THREAD`` = 8 each) that are cut, put through the blank filter and scaled to float
 on threads of their own (numpy and OpenCV release the GIL); each tile's answer is the one a
 single thread gives (tested). These steps used one core while the other idled: on a full frame
@@ -300,14 +301,14 @@ class _OnnxRuntime:
         batch = np.ascontiguousarray(batch_nhwc, dtype=np.float32)
         if len(batch) == 0:
             return np.empty(0, dtype=np.float32)
-        parts = min(len(self._sessions), len(batch))
-        bounds = [round(k * len(batch) / parts) for k in range(parts + 1)]
+        shares = _split(len(batch), min(len(self._sessions), len(batch)))
 
-        def share(k: int) -> np.ndarray:
-            (out,) = self._sessions[k].run(None, {self._input: batch[bounds[k] : bounds[k + 1]]})
+        def run_share(k: int) -> np.ndarray:
+            lo, hi = shares[k]
+            (out,) = self._sessions[k].run(None, {self._input: batch[lo:hi]})
             return np.asarray(out, dtype=np.float32).reshape(-1)
 
-        return np.concatenate(_map_on_threads(share, list(range(parts))))
+        return np.concatenate(_map_on_threads(run_share, list(range(len(shares)))))
 
 
 def nhwc_input(model: Any) -> Any:
@@ -791,9 +792,7 @@ class Predictor:
     def _share(self, n: int) -> list[tuple[int, int]]:
         """``n`` tiles split into contiguous ``(lo, hi)`` shares, one per thread of the predictor
         (``threads``), none smaller than ``MIN_TILES_PER_THREAD`` unless there is only one."""
-        parts = max(1, min(self.threads, n // MIN_TILES_PER_THREAD))
-        bounds = [round(k * n / parts) for k in range(parts + 1)]
-        return list(itertools.pairwise(bounds))
+        return _split(n, max(1, min(self.threads, n // MIN_TILES_PER_THREAD)))
 
     def _near_reads(self, wide_defocus_um: float, margin_um: float = 0.0) -> bool:
         """True when a near model is loaded and the wide reading lies ``margin_um`` inside its window."""
@@ -837,6 +836,12 @@ class Predictor:
             return gate_defocus, None
         wide = np.concatenate([gate_estimates, self._runtime.run(batch[gate:])]).astype(np.float64)
         return aggregate_estimates(wide, self.aggregate, self.trim_fraction), wide
+
+
+def _split(n: int, parts: int) -> list[tuple[int, int]]:
+    """``0..n`` cut into ``parts`` contiguous ``(lo, hi)`` shares whose sizes differ by at most one."""
+    bounds = [round(k * n / parts) for k in range(parts + 1)]
+    return list(itertools.pairwise(bounds))
 
 
 def _check_threads(threads: object) -> None:
