@@ -42,9 +42,9 @@ aggregate differed from all tiles' by sd 0.24 um, the 16 centre tiles' by 0.47 u
 stained tissue reads 0.5-0.65 um lower at +4.5..+7.5 um), so the two ways choose differently only
 when the gate's tiles stray 1 um or more at a window edge. Eight tiles, not 16 (2026-11-28): on
 328 full frames (4 fields each of cells and tissue, -10..+10 um in 0.5 um steps;
-``benchmarks/bench_near_gate.py``) 8 spread tiles chose the model the full reading chose on every
-frame (6 tiles: 2 frames otherwise, 4 tiles: 6), their aggregate 0.61 um sd from the full one
-(16 tiles: 0.39 um), and they cost 8 ms instead of 16-17 ms of a frame near focus.
+``benchmarks/bench_near_gate.py``) and 246 more on other fields, 8 spread tiles chose the model
+the full reading chose on every frame (4 tiles: 20 frames otherwise), their aggregate 0.61-0.77 um
+sd from the full one (16 tiles: 0.31-0.39 um), and they cost 6-8 ms instead of 16-17 ms.
 ``near_gate_tiles=None`` has the wide model read every tile.
 
 **Far readings.** Far from focus the wide model's tiles saturate unevenly: on cells most flatten
