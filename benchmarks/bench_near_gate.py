@@ -76,6 +76,7 @@ def main() -> int:
         parser.error("the gate needs a near model; --near-model none has none")
     window = with_near.near.window_um
     wide = Predictor.from_checkpoint(args.model, runtime="onnx", threads=2, near_model=None)
+    print(f"machine: {cpu_model()}, {os.cpu_count()} cores visible, {platform.platform()}")
     print(f"wide model: {wide.description}; near window {window[0]:+g}..{window[1]:+g} um")
     k = round(args.range_um / args.step_um)
     planes = [round(args.step_um * i, 6) for i in range(-k, k + 1)]
