@@ -18,6 +18,8 @@ from autofocus.predictor import Predictor, gate_positions, read_order, resolve_n
 from models.checkpoint import bundled_near_checkpoint_path, load_checkpoint, save_checkpoint
 from tests.test_predictor import busy_image, net_on
 
+ROOT = Path(__file__).resolve().parents[1]
+
 
 def near_copy(tmp_path: Path, window: list[float], name: str = "near.pt", **meta: object) -> Path:
     """The bundled near checkpoint saved with ``z_range_um = window`` (and other meta overrides)."""
@@ -233,3 +235,35 @@ def test_gate_positions_spread_from_first_to_last() -> None:
 def test_near_gate_tiles_must_be_a_count_of_two_or_more_or_none(bad: object) -> None:
     with pytest.raises(ValueError, match=r"near_gate_tiles must be None .* integer >= 2"):
         Predictor.from_checkpoint(None, runtime="torch", threads=1, near_gate_tiles=bad)  # type: ignore[arg-type]
+
+
+def test_the_gate_bench_decides_as_the_predictor(wide: Predictor, tmp_path: Path) -> None:
+    """``benchmarks/bench_near_gate.py`` works out offline what a gate size would choose; it must
+    choose as the predictor does, for windows that put the gate and the full reading on either side."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_near_gate", ROOT / "benchmarks" / "bench_near_gate.py")
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    frame, _ = gate_frame()
+    plain = wide.predict(frame)
+    est = np.array([t["defocus_um"] for t in plain.tiles if not t["blank"]])  # row-major, the wide model's
+    full = plain.defocus_um
+    windows = [
+        (full - 3.0, full + 3.0),  # both inside
+        (full + 0.2, full + 6.0),  # the full reading just below the window
+        (full - 6.0, full - 0.2),  # just above
+        (full - 1.1, full + 8.0),  # inside, near the lower edge
+    ]
+    chosen = []
+    for k, window in enumerate(windows):
+        near = near_copy(tmp_path, list(window), name=f"near{k}.pt")
+        for gate in (4, 8, None):
+            pred = Predictor.from_checkpoint(None, runtime="torch", threads=1, near_model=near, near_gate_tiles=gate)
+            got = pred.predict(frame)
+            near_chosen, deciding = bench.choices(est, window, gate)
+            assert near_chosen == (got.model == "near"), (window, gate)
+            assert deciding == pytest.approx(got.wide_defocus_um, abs=1e-4)
+            chosen.append(near_chosen)
+    assert any(chosen) and not all(chosen)
