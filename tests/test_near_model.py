@@ -256,6 +256,11 @@ def test_the_gate_bench_decides_as_the_predictor(wide: Predictor, tmp_path: Path
         (full - 6.0, full - 0.2),  # just above
         (full - 1.1, full + 8.0),  # inside, near the lower edge
     ]
+    # the 4 gate tiles inside the window but within the 1 um margin, every tile outside: every tile decides
+    g4 = aggregate_estimates(est[gate_positions(est.size, 4)], DEFAULT_AGGREGATE, 0.2)
+    assert 0.05 < abs(g4 - full) < 2.0
+    mid = (g4 + full) / 2.0
+    windows.append((mid, mid + 8.0) if g4 > full else (mid - 8.0, mid))
     chosen = []
     for k, window in enumerate(windows):
         near = near_copy(tmp_path, list(window), name=f"near{k}.pt")
