@@ -142,6 +142,7 @@ __all__ = [
     "Prediction",
     "Predictor",
     "compute_confidence",
+    "in_near_window",
     "near_window_um",
     "resolve_near_model",
 ]
@@ -796,10 +797,7 @@ class Predictor:
 
     def _near_reads(self, wide_defocus_um: float, margin_um: float = 0.0) -> bool:
         """True when a near model is loaded and the wide reading lies ``margin_um`` inside its window."""
-        if self.near is None:
-            return False
-        lo, hi = self.near.window_um
-        return lo + margin_um <= wide_defocus_um <= hi - margin_um
+        return self.near is not None and in_near_window(self.near.window_um, wide_defocus_um, margin_um)
 
     def _float_batch(self, n: int, tile_shape: tuple[int, ...]) -> np.ndarray:
         """An ``n x tile_shape`` float32 batch in memory kept from frame to frame (under the lock):
@@ -836,6 +834,12 @@ class Predictor:
             return gate_defocus, None
         wide = np.concatenate([gate_estimates, self._runtime.run(batch[gate:])]).astype(np.float64)
         return aggregate_estimates(wide, self.aggregate, self.trim_fraction), wide
+
+
+def in_near_window(window_um: tuple[float, float], reading_um: float, margin_um: float = 0.0) -> bool:
+    """True when ``reading_um`` lies at least ``margin_um`` inside the near window ``(lo, hi)``."""
+    lo, hi = window_um
+    return lo + margin_um <= reading_um <= hi - margin_um
 
 
 def _split(n: int, parts: int) -> list[tuple[int, int]]:

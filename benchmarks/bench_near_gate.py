@@ -35,25 +35,28 @@ from machine import cpu_model  # noqa: E402
 from model_options import add_model_arguments, settings  # noqa: E402
 
 from autofocus.aggregation import DEFAULT_AGGREGATE, aggregate_estimates  # noqa: E402
-from autofocus.predictor import NEAR_GATE_MARGIN_UM, Predictor, gate_positions  # noqa: E402
+from autofocus.predictor import NEAR_GATE_MARGIN_UM, Predictor, gate_positions, in_near_window  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 TRIM_FRACTION = 0.2  # the predictor's default
 
 
+def gate_aggregate(tile_estimates: np.ndarray, gate: int) -> float:
+    """The aggregate of the gate's ``gate`` tiles, spread over the frame's kept tiles (row-major)."""
+    return aggregate_estimates(
+        tile_estimates[gate_positions(tile_estimates.size, gate)], DEFAULT_AGGREGATE, TRIM_FRACTION
+    )
+
+
 def choices(tile_estimates: np.ndarray, window: tuple[float, float], gate: int | None) -> tuple[bool, float]:
     """(near model chosen?, the deciding aggregate) for one frame's wide tile estimates in row-major
     order, as the predictor decides with ``near_gate_tiles=gate`` (None: every tile)."""
-    lo, hi = window
+    if gate is not None and gate < tile_estimates.size:
+        first = gate_aggregate(tile_estimates, gate)
+        if in_near_window(window, first, NEAR_GATE_MARGIN_UM):
+            return True, first
     full = aggregate_estimates(tile_estimates, DEFAULT_AGGREGATE, TRIM_FRACTION)
-    if gate is None or gate >= tile_estimates.size:
-        return lo <= full <= hi, full
-    first = aggregate_estimates(
-        tile_estimates[gate_positions(tile_estimates.size, gate)], DEFAULT_AGGREGATE, TRIM_FRACTION
-    )
-    if lo + NEAR_GATE_MARGIN_UM <= first <= hi - NEAR_GATE_MARGIN_UM:
-        return True, first
-    return lo <= full <= hi, full
+    return in_near_window(window, full), full
 
 
 def main() -> int:
@@ -97,11 +100,7 @@ def main() -> int:
                 row["gates"] = {
                     str(g): dict(zip(("near", "aggregate_um"), choices(est, window, g), strict=True)) for g in gates
                 }
-                row["gate_aggregate_um"] = {
-                    str(g): aggregate_estimates(est[gate_positions(est.size, g)], DEFAULT_AGGREGATE, TRIM_FRACTION)
-                    for g in gates
-                    if g < est.size
-                }
+                row["gate_aggregate_um"] = {str(g): gate_aggregate(est, g) for g in gates if g < est.size}
                 frames.append(row)
         print(f"{kind}: {len(frames)} frames so far, {time.monotonic() - t0:.0f} s", flush=True)
 
