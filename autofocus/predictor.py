@@ -20,8 +20,10 @@ The pipeline follows section 3.1 of the LDSE-NET paper:
    pulls the mean by twice its defocus; trimming drops it.
 
 **Near-focus model.** A predictor may carry a second network trained on a narrow defocus range
-(``meta["z_range_um"]`` of its checkpoint; the bundled ``ldsenet_near.pt``: -2..+6 um, LDSE-NET
-with a patch stem). When the first (wide-range) model's aggregate falls inside that range, the
+(``meta["z_range_um"]`` of its checkpoint) and read within a window of it (``meta["near_window_um"]``,
+written by ``autofocus evaluate --near-window``; without one, the whole training range: a network
+reads the ends of its range poorly, so a model can be trained beyond the window it is read in).
+When the first (wide-range) model's aggregate falls inside that window, the
 same kept tiles go through the near model and its estimates replace the wide ones
 (``Prediction.model == "near"``; ``wide_defocus_um`` keeps the wide reading). The near model
 spreads less from field to field where the verify frame of a one-shot run lands (about 0..+2.5 um
@@ -341,15 +343,34 @@ class NearModel:
 
 
 def near_window_um(meta: dict[str, Any], where: str) -> tuple[float, float]:
-    """The defocus range a near-focus checkpoint was trained on (``meta["z_range_um"]``)."""
-    window = meta.get("z_range_um")
-    if not (isinstance(window, list | tuple) and len(window) == 2 and all(isinstance(v, int | float) for v in window)):
+    """The defocus range in which the predictor reads a near-focus checkpoint: ``meta["near_window_um"]``
+    when the checkpoint records one (it must lie within the training range), else its training range
+    ``meta["z_range_um"]``. A network reads the ends of its training range poorly (it pulls readings
+    there inwards), so a model trained beyond the window it is read in covers the window evenly."""
+    lo, hi = _window(meta, "z_range_um", "its training range", where)
+    if meta.get("near_window_um") is None:
+        return lo, hi
+    read_lo, read_hi = _window(meta, "near_window_um", "where the predictor reads it", where)
+    if not lo <= read_lo < read_hi <= hi:
         raise ValueError(
-            f"{where}: a near-focus model needs meta['z_range_um'] = [lo, hi] (its training range), got {window!r}"
+            f"{where}: meta['near_window_um'] = [{read_lo:g}, {read_hi:g}] must lie within the training range "
+            f"meta['z_range_um'] = [{lo:g}, {hi:g}]"
         )
+    return read_lo, read_hi
+
+
+def _window(meta: dict[str, Any], key: str, what: str, where: str) -> tuple[float, float]:
+    """``meta[key]`` as ``(lo, hi)`` with ``lo < hi``; ValueError naming the key otherwise."""
+    window = meta.get(key)
+    if not (
+        isinstance(window, list | tuple)
+        and len(window) == 2
+        and all(isinstance(v, int | float) and not isinstance(v, bool) for v in window)
+    ):
+        raise ValueError(f"{where}: a near-focus model needs meta['{key}'] = [lo, hi] ({what}), got {window!r}")
     lo, hi = float(window[0]), float(window[1])
     if not lo < hi:
-        raise ValueError(f"{where}: meta['z_range_um'] must have lo < hi, got {window!r}")
+        raise ValueError(f"{where}: meta['{key}'] must have lo < hi, got {window!r}")
     return lo, hi
 
 

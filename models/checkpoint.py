@@ -7,7 +7,7 @@ A checkpoint is one ``torch.save`` file holding only plain types and tensors, so
      "name": "ldsenet", "config": {...constructor keywords...},
      "state_dict": {...},              # includes the input normalisation buffers (mean/std)
      "meta": {"patch_size", "z_range_um", "objective", "pixel_size_um", "z_reference",
-              "data", "metrics", "version", ...},
+              "data", "metrics", "version", ...},  # optional: "heldout", "near_window_um"
      "train_state": {...} | None}      # epoch, optimiser, scheduler, history: only while training
 
 Files are written atomically (temporary file + rename), so an interrupted save never leaves a

@@ -141,6 +141,19 @@ def test_command_line_train_evaluate_export_finetune(tmp_path: Path, capsys: pyt
     assert (report_dir / "error_vs_defocus.png").is_file()
     assert "sign accuracy" in capsys.readouterr().out
 
+    # --near-window: recorded in the written checkpoint, refused (nothing written) outside the training range
+    evaluate = ["evaluate", str(held_out), "--checkpoint", str(run / "model.pt"), "--out", str(report_dir)]
+    shipped = tmp_path / "near.pt"
+    assert main([*evaluate, "--write-checkpoint", str(shipped), "--near-window", "-1", "2"]) == 0
+    assert load_checkpoint(shipped).meta["near_window_um"] == [-1.0, 2.0]
+    assert load_checkpoint(shipped).meta["heldout"]["n"] == 5
+    refused = tmp_path / "refused.pt"
+    assert main([*evaluate, "--write-checkpoint", str(refused), "--near-window", "-4", "2"]) == 2
+    assert "must lie within the training range meta['z_range_um'] = [-3, 3]" in capsys.readouterr().err
+    assert main([*evaluate, "--near-window", "-1", "2"]) == 2
+    assert "give both" in capsys.readouterr().err
+    assert not refused.exists()
+
     assert main(["export", str(run / "model.pt"), "--out", str(tmp_path / "m.onnx")]) == 0
     assert "max |onnx - torch|" in capsys.readouterr().out
     assert read_onnx_meta(tmp_path / "m.onnx")["objective"] == "toy/0.5"

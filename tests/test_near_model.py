@@ -2,7 +2,8 @@
 
 Expected values are recomputed here from the two networks and numpy, independently of
 ``autofocus.predictor``. The near model's window comes from its checkpoint's
-``meta["z_range_um"]``; the tests write copies of the bundled near checkpoint with chosen windows.
+``meta["near_window_um"]``, else its training range ``meta["z_range_um"]``; the tests write copies
+of the bundled near checkpoint with chosen windows.
 """
 
 from __future__ import annotations
@@ -22,9 +23,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def near_copy(tmp_path: Path, window: list[float], name: str = "near.pt", **meta: object) -> Path:
-    """The bundled near checkpoint saved with ``z_range_um = window`` (and other meta overrides)."""
+    """The bundled near checkpoint saved with ``z_range_um = window``, no read window of its own
+    (``near_window_um``) unless ``meta`` gives one, and other meta overrides."""
     ckpt = load_checkpoint(bundled_near_checkpoint_path())
-    ckpt.meta = {**ckpt.meta, "z_range_um": window, **meta}
+    kept = {k: v for k, v in ckpt.meta.items() if k != "near_window_um"}
+    ckpt.meta = {**kept, "z_range_um": window, **meta}
     return save_checkpoint(ckpt, tmp_path / name, with_train_state=False)
 
 
@@ -99,11 +102,31 @@ def test_onnx_runtime_reads_the_near_model_like_torch(tmp_path: Path) -> None:
     assert shipped.near is not None and shipped.near.window_um == (-2.0, 6.0)
 
 
+def test_a_read_window_within_the_training_range_decides_where_the_near_model_reads(
+    wide: Predictor, tmp_path: Path
+) -> None:
+    frame = busy_image(448, 672, seed=4)
+    w = wide.predict(frame).defocus_um
+    assert w is not None
+    trained = [w - 5.0, w + 5.0]  # the frame lies well inside the training range ...
+    outside = near_copy(tmp_path, trained, "outside.pt", near_window_um=[w + 0.01, w + 5.0])
+    above = Predictor.from_checkpoint(None, runtime="torch", threads=1, near_model=outside)
+    assert above.near is not None and above.near.window_um == pytest.approx((w + 0.01, w + 5.0))
+    assert above.predict(frame).model == "wide"  # ... but outside the window it is read in
+    inside = near_copy(tmp_path, trained, "inside.pt", near_window_um=[w - 0.01, w + 0.01])
+    assert Predictor.from_checkpoint(None, runtime="torch", threads=1, near_model=inside).predict(frame).model == "near"
+    whole = Predictor.from_checkpoint(None, runtime="torch", threads=1, near_model=near_copy(tmp_path, trained))
+    assert whole.near is not None and whole.near.window_um == pytest.approx(tuple(trained))  # no window: all of it
+
+
 @pytest.mark.parametrize(
     ("window", "meta", "match"),
     [
         ([3.0, 1.0], {}, "lo < hi"),
         ("near", {}, r"z_range_um.*\[lo, hi\]"),
+        ([-2.0, 6.0], {"near_window_um": [-3.0, 6.0]}, r"near_window_um.*\[-3, 6\].*within the training range"),
+        ([-2.0, 6.0], {"near_window_um": [1.0, 0.0]}, r"near_window_um'\] must have lo < hi"),
+        ([-2.0, 6.0], {"near_window_um": [0.0, True]}, r"near_window_um'\] = \[lo, hi\] \(where the predictor"),
         ([-2.0, 6.0], {"pixel_size_um": 0.345}, "pixel_size_um=0.345.*same frames"),
         ([-2.0, 6.0], {"z_reference": "sharpness_peak"}, "z_reference"),
     ],

@@ -34,6 +34,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="PATH",
         help="also save a copy of the checkpoint (no optimiser state) with these metrics in meta['heldout']",
     )
+    parser.add_argument(
+        "--near-window",
+        type=float,
+        nargs=2,
+        metavar=("LO_UM", "HI_UM"),
+        default=None,
+        help="with --write-checkpoint: record in meta['near_window_um'] the defocus range in which the predictor "
+        "reads this checkpoint as its near-focus model (within its training range; default: all of it)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -45,10 +54,17 @@ def run(args: argparse.Namespace) -> int:
     from models.evaluate import evaluate_model
     from models.patches import PatchDataset
 
+    if args.near_window is not None and not args.write_checkpoint:
+        raise ValueError("--near-window is recorded in the checkpoint that --write-checkpoint writes: give both")
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     path = args.checkpoint or bundled_checkpoint_path()
     ckpt = load_checkpoint(path)
+    if args.near_window is not None:
+        from autofocus.predictor import near_window_um
+
+        ckpt.meta = {**ckpt.meta, "near_window_um": list(args.near_window)}
+        near_window_um(ckpt.meta, "--near-window")  # refused before any evaluation or file is written
     dataset = PatchDataset(
         args.data,
         split=args.split,
