@@ -345,13 +345,12 @@ class NearModel:
 def near_window_um(meta: dict[str, Any], where: str) -> tuple[float, float]:
     """The defocus range in which the predictor reads a near-focus checkpoint: ``meta["near_window_um"]``
     when the checkpoint records one (it must lie within the training range), else its training range
-    ``meta["z_range_um"]``. A network reads the ends of its training range poorly (it pulls readings
-    there inwards), so a model trained beyond the window it is read in covers the window evenly."""
+    ``meta["z_range_um"]`` (module docstring, "Near-focus model")."""
     lo, hi = _window(meta, "z_range_um", "its training range", where)
     if meta.get("near_window_um") is None:
         return lo, hi
     read_lo, read_hi = _window(meta, "near_window_um", "where the predictor reads it", where)
-    if not lo <= read_lo < read_hi <= hi:
+    if read_lo < lo or read_hi > hi:  # _window already checked read_lo < read_hi
         raise ValueError(
             f"{where}: meta['near_window_um'] = [{read_lo:g}, {read_hi:g}] must lie within the training range "
             f"meta['z_range_um'] = [{lo:g}, {hi:g}]"
