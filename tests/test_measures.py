@@ -15,6 +15,7 @@ from autofocus.measures import (
     fft_bandpass,
     measure_by_name,
     normalized_variance,
+    spectral_centroid,
     tenengrad,
     to_gray,
     variance_of_laplacian,
@@ -88,3 +89,34 @@ def test_blank_and_bad_inputs() -> None:
         tenengrad(np.zeros((4, 16, 16, 3), np.uint8))
     with pytest.raises(ValueError, match="unknown focus measure"):
         measure_by_name("vollath")
+
+
+def test_spectral_centroid_finds_a_sinusoids_frequency() -> None:
+    y, x = np.mgrid[0:256, 0:320]
+    for percent in (1.0, 3.0, 4.5):
+        stripes = 0.5 + 0.4 * np.sin(2 * np.pi * percent / 100 * x)
+        assert spectral_centroid(stripes) == pytest.approx(percent, abs=0.3)
+    # two lines of equal power at 1 % and 4 %: each ring's power is averaged over the ring, whose
+    # length grows with its radius, so the centroid is their harmonic mean, 1.6 %; a third line far
+    # above the band (20 %) does not count
+    pair = 0.5 + 0.2 * np.sin(2 * np.pi * 0.01 * x) + 0.2 * np.sin(2 * np.pi * 0.04 * y)
+    assert spectral_centroid(pair) == pytest.approx(1.6, abs=0.3)
+    assert spectral_centroid(pair + 0.2 * np.sin(2 * np.pi * 0.2 * x)) == pytest.approx(spectral_centroid(pair))
+
+
+def test_spectral_centroid_falls_with_blur_and_ignores_brightness() -> None:
+    rng = np.random.default_rng(4)
+    scene = cv2.GaussianBlur(rng.random((384, 512)).astype(np.float32), (0, 0), 2.0)
+    scores = [spectral_centroid(cv2.GaussianBlur(scene, (0, 0), s)) for s in (2.0, 4.0, 8.0, 16.0)]
+    assert all(a > b for a, b in itertools.pairwise(scores)), scores
+    frame = np.clip(0.3 + scene, 0, 1)
+    assert spectral_centroid(0.5 * frame) == pytest.approx(spectral_centroid(frame), rel=1e-6)
+    assert spectral_centroid(frame + 0.2) == pytest.approx(spectral_centroid(frame), rel=1e-6)
+
+
+def test_spectral_centroid_roi_flat_and_bad_band() -> None:
+    img = textured(seed=5)
+    assert spectral_centroid(img, roi=(20, 30, 100, 80)) == pytest.approx(spectral_centroid(img[30:110, 20:120]))
+    assert spectral_centroid(np.full((64, 64, 3), 90, np.uint8)) == 0.0
+    with pytest.raises(ValueError, match="cutoff"):
+        spectral_centroid(img, low_cutoff_percent=5, high_cutoff_percent=1)
