@@ -199,9 +199,11 @@ def run_trials(
     tilt_um_per_mm: tuple[float, float] = (0.0, 0.0),
     first: int = 0,
     start_range_um: tuple[float, float] = START_RANGE_UM,
+    only_beyond_um: float = 0.0,
 ) -> list[dict[str, Any]]:
     """Trials ``first..n-1`` of the pool ``seed`` draws (the earlier ones are drawn, not run), each
-    starting at a true defocus drawn uniformly from ``start_range_um``."""
+    starting at a true defocus drawn uniformly from ``start_range_um``; of those, only the ones
+    that start at least ``only_beyond_um`` from focus (the others are drawn, not run)."""
     rng = np.random.default_rng(seed)
     scopes = open_scopes(specimens, seed, frame_shape, backlash_um, tilt_um_per_mm)
     pool = [(float(x), float(y)) for x, y in rng.uniform(-5000, 5000, size=(fields, 2))]
@@ -216,7 +218,7 @@ def run_trials(
         scope = scopes[kind]
         field = pool[int(rng.integers(len(pool)))]
         start = float(rng.uniform(*start_range_um))
-        if i < first:
+        if i < first or abs(start) < only_beyond_um:
             continue
         scope.xy_stage.move_to(*field)
         start_true = set_true_defocus(scope, start)
@@ -238,6 +240,7 @@ def run_trials(
         )
         final = scope.true_defocus_um()
         trial: dict[str, Any] = {
+            "trial": i,
             "specimen": kind,
             "field_um": field,
             "start_defocus_um": start_true,
@@ -266,6 +269,28 @@ def run_trials(
             within = np.mean([abs(t["verify_residual_um"]) <= TARGET_UM for t in trials])
             print(f"  {i + 1}/{n} trials, one-shot+verify within 0.3 um: {within:.1%}", flush=True)
     return trials
+
+
+def with_the_rest(rerun: list[dict[str, Any]], path: Path, n: int, only_beyond_um: float) -> list[dict[str, Any]]:
+    """The pool's ``n`` full-frame trials: ``rerun`` (those starting ``only_beyond_um`` or more from focus)
+    and the others from the earlier full run in ``path``, each marked ``rerun`` true or false.
+
+    ``SystemExit`` when that run is not of the same pool (another count, specimen or field at a
+    trial, or a start it should have left to this run).
+    """
+    earlier = json.loads(path.read_text())["trials"]["full_frame"]
+    if len(earlier) != n:
+        raise SystemExit(f"{path} holds {len(earlier)} full-frame trials, not the {n} of this pool")
+    fresh = {t["trial"]: t for t in rerun}
+    merged = []
+    for i, old in enumerate(earlier):
+        new = fresh.get(i)
+        if new is not None and (new["specimen"], list(new["field_um"])) != (old["specimen"], list(old["field_um"])):
+            raise SystemExit(f"{path}: trial {i} is {old['specimen']} at {old['field_um']}, not this pool's")
+        if new is None and abs(old["start_defocus_um"]) >= only_beyond_um + 0.05:
+            raise SystemExit(f"{path}: trial {i} starts at {old['start_defocus_um']:+.2f} um but was not rerun")
+        merged.append((new or {"trial": i, **old}) | {"rerun": new is not None})
+    return merged
 
 
 def summarise(trials: list[dict[str, Any]]) -> dict[str, Any]:
@@ -347,6 +372,20 @@ def main() -> int:
         "to continue a run that stopped)",
     )
     parser.add_argument(
+        "--only-beyond-um",
+        type=float,
+        default=0.0,
+        help="run only the full-frame trials that start at least this far from focus (the others are drawn, "
+        "not run): to measure a change that acts on far frames only",
+    )
+    parser.add_argument(
+        "--rest-from",
+        default=None,
+        metavar="NAME",
+        help="with --only-beyond-um: take the other trials from the result file NAME.json, a full run of the "
+        "same pool (same --seed and --full-frame-trials), and summarise all of them",
+    )
+    parser.add_argument(
         "--start-range-um",
         type=float,
         nargs=2,
@@ -357,6 +396,8 @@ def main() -> int:
     parser.add_argument("--time-budget-s", type=float, default=840.0)
     parser.add_argument("--name", default="closed_loop", help="result file name stem")
     args = parser.parse_args()
+    if args.rest_from and not args.only_beyond_um:
+        parser.error("--rest-from goes with --only-beyond-um")
     if not args.start_range_um[0] < args.start_range_um[1]:
         parser.error(f"--start-range-um needs LO < HI, got {args.start_range_um[0]} {args.start_range_um[1]}")
 
@@ -432,7 +473,10 @@ def main() -> int:
         tilt_um_per_mm=tilt,
         first=args.first_trial,
         start_range_um=tuple(args.start_range_um),
+        only_beyond_um=args.only_beyond_um,
     )
+    if args.rest_from:
+        full = with_the_rest(full, RESULTS / f"{args.rest_from}.json", args.full_frame_trials, args.only_beyond_um)
     print(f"full-frame trials: {len(full)} in {time.monotonic() - t0:.0f} s", flush=True)
     roi = run_trials(
         n=args.trials,
