@@ -56,7 +56,7 @@ from autofocus.brightness import FIT_WINDOW_UM, correction_um, fit_brightness_sl
 from autofocus.calibration_fields import median_curve, merge_fields, non_decreasing, regrid_fields
 from autofocus.calibration_settings import DEFAULT_RANGE_UM, DEFAULT_STEP_UM, MAX_RANGE_UM
 from autofocus.cancel import CancelToken
-from autofocus.far_distance import centroid_curve, centroid_reads_better, check_centroid_curve, far_defocus_um
+from autofocus.far_distance import centroid_curve, centroid_planes, check_centroid_curve, far_defocus_um
 from autofocus.routines import FramePredictor, frame_bit_depth, is_reliable
 from autofocus.stage_moves import approach_from_below, move_in_legs
 from drivers.base import Camera, FocusStage, XYStage
@@ -194,8 +194,9 @@ class FocusCalibration:
         """The defocus (relative to the calibrated focus) at which the model gives ``reading_um``.
 
         With a ``centroid_percent`` (``Prediction.spectral_centroid_percent``, given for frames the
-        wide model reads beyond +-6 um) and a curve of them on the reading's side of focus, the
-        distance from focus is read off that curve instead (``autofocus.far_distance``).
+        wide model reads beyond +-6 um) and a curve of them on the reading's side of focus, among
+        whose planes the reading places the frame, the distance from focus is read off that curve
+        instead (``autofocus.far_distance``).
 
         With a ``brightness`` (``Prediction.brightness``) and a calibration that fitted the
         correction, the reading is first moved to what a field of the calibrated fields' mean
@@ -203,11 +204,11 @@ class FocusCalibration:
         brightness is held to the calibrated range widened by its own width on each side, and the
         correction to +-0.5 um (``autofocus.brightness.MAX_CORRECTION_UM``).
         """
+        z = self._invert(reading_um)
         if centroid_percent is not None and self.centroid_percent is not None:
-            far = far_defocus_um(self.z_um, self.centroid_percent, centroid_percent, reading_um)
+            far = far_defocus_um(self.z_um, self.centroid_percent, centroid_percent, reading_um, z)
             if far is not None:
                 return far
-        z = self._invert(reading_um)
         if brightness is None or self.brightness_slope_um is None:
             return z
         assert self.brightness_mean is not None and self.brightness_range is not None
@@ -503,13 +504,13 @@ def measure_calibration(
 
 
 def far_centroid_curve(planes: np.ndarray, table: np.ndarray, centroids: np.ndarray) -> list[float | None] | None:
-    """The sweep's centroid curve, kept on each side of focus where the centroid recovers the fields'
-    far planes better than the reading (``autofocus.far_distance``); None where it does on neither."""
+    """The sweep's centroid curve, kept on the outer planes of each side of focus where the centroid
+    recovers the fields' defocus better than the reading (``autofocus.far_distance``); None where it
+    does on neither side."""
     curve = centroid_curve(np.asarray(centroids, dtype=float))
-    for side in (-1.0, 1.0):
-        if not centroid_reads_better(planes, table, centroids, side):
-            curve = [None if z * side > 0 else c for z, c in zip(planes, curve, strict=True)]
-    return curve if any(c is not None for c in curve) else None
+    chosen = centroid_planes(planes, table, centroids, -1.0) | centroid_planes(planes, table, centroids, 1.0)
+    kept = [c if keep else None for c, keep in zip(curve, chosen, strict=True)]
+    return kept if any(c is not None for c in kept) else None
 
 
 def calibration_from_table(

@@ -20,9 +20,10 @@ The centroid does not read every specimen better. On unstained cells (12 fields 
 ``benchmarks/bench_far_reading.py``) it recovered the defocus with an RMSE of 0.56 um below focus
 and 1.25 um above, against 0.94 and 1.98 um for the model's far reading; on stained tissue it
 missed by 3 um (the reading: 0.80 and 0.47 um). So a calibration keeps the centroid curve on a
-side of focus only where, left out one field at a time, its own fields' far planes are recovered
-better from the centroid than from the reading (``centroid_reads_better``), and needs
-``MIN_CENTROID_FIELDS`` fields to judge.
+side of focus only on the outermost planes where, left out one field at a time, its own fields
+are recovered better from the centroid than from the reading (``centroid_planes``; on cells at
++5..+6 um the reading is still the better of the two), and needs ``MIN_CENTROID_FIELDS`` fields to
+judge. A frame is read by its centroid only where its reading places it among those planes.
 """
 
 from __future__ import annotations
@@ -37,14 +38,18 @@ from autofocus.calibration_fields import non_decreasing
 __all__ = [
     "MIN_CENTROID_FIELDS",
     "MIN_FAR_PLANES",
+    "READING_MARGIN_UM",
     "centroid_curve",
-    "centroid_reads_better",
+    "centroid_planes",
     "check_centroid_curve",
     "far_defocus_um",
 ]
 
 MIN_FAR_PLANES = 3  # planes with a centroid on one side of focus needed to read distances there
 MIN_CENTROID_FIELDS = 5  # fields a sweep needs before it compares the centroid with the reading
+# how far inside the centroid's planes the reading may place a frame that is still read by its
+# centroid: where the centroid is needed the flat reading is itself 1-2 um out
+READING_MARGIN_UM = 1.0
 
 
 def centroid_curve(table: np.ndarray) -> list[float | None]:
@@ -75,11 +80,17 @@ def check_centroid_curve(curve: Sequence[float | None], planes: int) -> list[flo
 
 
 def far_defocus_um(
-    z_um: Sequence[float], curve: Sequence[float | None], centroid_percent: float, side: float
+    z_um: Sequence[float],
+    curve: Sequence[float | None],
+    centroid_percent: float,
+    side: float,
+    reading_defocus_um: float | None = None,
 ) -> float | None:
     """The defocus on ``side`` of focus (the sign of the model's reading) whose frames have the
     centroid ``centroid_percent``, or None when the curve has fewer than ``MIN_FAR_PLANES`` planes
-    on that side.
+    on that side, or when ``reading_defocus_um`` (the reading's own defocus through the reading
+    curve) lies nearer focus than the curve's planes by more than ``READING_MARGIN_UM``: there the
+    calibration found the reading the better guide.
 
     The centroid falls with distance from focus; the curve's planes on that side get a
     non-increasing fit in |z| (runs it cannot tell apart map to the middle of their planes, as the
@@ -90,6 +101,8 @@ def far_defocus_um(
     if len(pairs) < MIN_FAR_PLANES:
         return None
     pairs.sort()
+    if reading_defocus_um is not None and abs(reading_defocus_um) < pairs[0][0] - READING_MARGIN_UM:
+        return None
     # -centroid rises with the distance from focus
     d = _monotone_inverse(np.array([p[0] for p in pairs]), -np.array([p[1] for p in pairs]), -float(centroid_percent))
     return sign * max(d, 0.0)
@@ -113,36 +126,45 @@ def _monotone_inverse(x: np.ndarray, values: np.ndarray, value: float) -> float:
     return float(np.interp(value, knot_value, knot_x))
 
 
-def centroid_reads_better(planes: np.ndarray, table: np.ndarray, centroids: np.ndarray, side: float) -> bool:
-    """Whether, on ``side`` of focus, the sweep's fields recover their far planes' defocus better
-    from the centroid than from the reading, each field left out of the curves it is read through.
+def centroid_planes(planes: np.ndarray, table: np.ndarray, centroids: np.ndarray, side: float) -> np.ndarray:
+    """The planes on ``side`` of focus where the sweep's fields recover their defocus better from the
+    centroid than from the reading (each field left out of the curves it is read through): the
+    outermost run of far planes where the centroid's RMS error is the smaller (a mask over ``planes``).
 
     ``table`` and ``centroids`` are fields x ``planes`` (NaN where unreliable, or not far). The far
     planes are those of the centroid curve; the reading is inverted through a monotone fit of the
-    other fields' per-plane medians over the same planes. False with fewer than
-    ``MIN_CENTROID_FIELDS`` fields or ``MIN_FAR_PLANES`` far planes on that side.
+    other fields' per-plane medians over the same planes. No planes with fewer than
+    ``MIN_CENTROID_FIELDS`` fields, or where the run is shorter than ``MIN_FAR_PLANES``.
     """
     planes, table, centroids = (np.asarray(a, dtype=float) for a in (planes, table, centroids))
+    chosen = np.zeros(planes.size, dtype=bool)
     if table.shape[0] < MIN_CENTROID_FIELDS:
-        return False
+        return chosen
     sign = 1.0 if side > 0 else -1.0
     far = np.array([c is not None for c in centroid_curve(centroids)]) & (planes * sign > 0)
     if far.sum() < MIN_FAR_PLANES:
-        return False
+        return chosen
     z = planes[far]
-    errors: dict[str, list[float]] = {"centroid": [], "reading": []}
+    squared = {"centroid": np.zeros(z.size), "reading": np.zeros(z.size)}
     for f in range(table.shape[0]):
         others = np.delete(np.arange(table.shape[0]), f)
         c_curve = centroid_curve(centroids[others][:, far])
         rest = table[others][:, far]
-        r_curve = None if np.any(np.all(np.isnan(rest), axis=0)) else np.nanmedian(rest, axis=0)
+        if np.any(np.all(np.isnan(rest), axis=0)):
+            continue
+        r_curve = np.nanmedian(rest, axis=0)
         for j in np.flatnonzero(~np.isnan(centroids[f, far]) & ~np.isnan(table[f, far])):
             by_centroid = far_defocus_um(z, c_curve, float(centroids[f, far][j]), sign)
-            if by_centroid is None or r_curve is None:
+            if by_centroid is None:
                 continue
-            by_reading = _monotone_inverse(z, r_curve, float(table[f, far][j]))
-            errors["centroid"].append(by_centroid - z[j])
-            errors["reading"].append(by_reading - z[j])
-    if not errors["centroid"]:
-        return False
-    return float(np.mean(np.square(errors["centroid"]))) < float(np.mean(np.square(errors["reading"])))
+            squared["centroid"][j] += (by_centroid - z[j]) ** 2
+            squared["reading"][j] += (_monotone_inverse(z, r_curve, float(table[f, far][j])) - z[j]) ** 2
+    better = squared["centroid"] < squared["reading"]
+    outward = np.argsort(-np.abs(z))  # from the far end towards focus
+    run = 0
+    while run < z.size and better[outward[run]]:
+        run += 1
+    if run < MIN_FAR_PLANES:
+        return chosen
+    chosen[np.flatnonzero(far)[outward[:run]]] = True
+    return chosen

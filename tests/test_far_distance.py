@@ -8,7 +8,13 @@ import numpy as np
 import pytest
 
 from autofocus.calibration import FocusCalibration, calibration_from_table
-from autofocus.far_distance import MIN_CENTROID_FIELDS, centroid_curve, centroid_reads_better, far_defocus_um
+from autofocus.far_distance import (
+    MIN_CENTROID_FIELDS,
+    READING_MARGIN_UM,
+    centroid_curve,
+    centroid_planes,
+    far_defocus_um,
+)
 from autofocus.predictor import Predictor
 from tests.sim_scope import open_scope
 
@@ -28,6 +34,9 @@ def test_the_distance_is_read_off_the_curve_on_the_readings_side() -> None:
     # beyond the last plane the fit's mean slope carries on; nearer than the first it stops at focus
     assert far_defocus_um(PLANES, curve, 1.9, side=1.0) > 10.0
     assert far_defocus_um(PLANES, curve, 100.0, side=-1.0) == pytest.approx(0.0)
+    # a frame the reading places more than READING_MARGIN_UM nearer focus than the curve's planes is not
+    assert far_defocus_um(PLANES, curve, 2.0, side=1.0, reading_defocus_um=5.0 - READING_MARGIN_UM - 0.1) is None
+    assert far_defocus_um(PLANES, curve, 2.0, side=1.0, reading_defocus_um=5.0 - READING_MARGIN_UM + 0.1) == 10.0
     # a side with fewer than 3 far planes is not read
     one_sided = [c if z < 0 or z >= 9.5 else None for z, c in zip(PLANES, curve, strict=True)]
     assert far_defocus_um(PLANES, one_sided, 2.0, side=1.0) is None
@@ -64,16 +73,19 @@ def synthetic_calibration(far: bool) -> FocusCalibration:
     return calibration_from_table(PLANES, table, centroids=centroids if far else None)
 
 
-def test_the_centroid_is_kept_only_where_it_reads_the_sweeps_own_fields_better() -> None:
-    table, centroids = far_sweep(9, reading_bias_um=0.2, centroid_bias=0.03)  # cells-like
-    assert centroid_reads_better(PLANES, table, centroids, -1.0) and centroid_reads_better(
-        PLANES, table, centroids, 1.0
-    )
-    table, centroids = far_sweep(9, reading_bias_um=0.01, centroid_bias=0.4)  # tissue-like: the centroid scatters
-    assert not centroid_reads_better(PLANES, table, centroids, 1.0)
+def test_the_centroid_is_kept_only_on_the_outer_planes_where_it_reads_the_sweeps_own_fields_better() -> None:
+    # cells-like: the reading is good to +-8 um and flat beyond, the centroid a few percent off everywhere
+    table, centroids = far_sweep(9, reading_bias_um=0.2, centroid_bias=0.03)
+    for side in (-1.0, 1.0):
+        kept = np.abs(PLANES[centroid_planes(PLANES, table, centroids, side)])
+        assert kept.size >= 3 and kept.max() == 10.0 and kept.min() > 7.0, kept
+        assert np.all(np.diff(np.sort(kept)) == 0.5)  # one run, from the far end inwards
+    # tissue-like: the centroid scatters, the reading does not
+    table, centroids = far_sweep(9, reading_bias_um=0.01, centroid_bias=0.4)
+    assert not centroid_planes(PLANES, table, centroids, 1.0).any()
     assert calibration_from_table(PLANES, table, centroids=centroids).centroid_percent is None
     table, centroids = far_sweep(MIN_CENTROID_FIELDS - 1, reading_bias_um=0.2, centroid_bias=0.03)
-    assert not centroid_reads_better(PLANES, table, centroids, 1.0)  # too few fields to judge
+    assert not centroid_planes(PLANES, table, centroids, 1.0).any()  # too few fields to judge
     assert calibration_from_table(PLANES, table, centroids=centroids).centroid_percent is None
 
 
