@@ -29,11 +29,6 @@ inverting it.
 On the simulator's unstained cells this takes out most of the field-to-field bias where a verify
 frame lands (+1.5..+2.5 um; ``docs/autofocus.md``).
 
-Where the wide model reads a frame beyond +-6 um the predictor also measures its spectral centroid
-(``autofocus.far_distance``); the sweep keeps their per-plane median (``centroid_percent``), and
-``defocus_um(reading, brightness, centroid_percent)`` reads such a frame's distance from focus off
-that curve instead of the flattened reading (the reading still gives the side of focus).
-
 Files are JSON (``save`` writes atomically; ``load`` checks the format and every field).
 """
 
@@ -53,10 +48,9 @@ import numpy as np
 
 from autofocus.acquire import default_z_offsets, grid_positions
 from autofocus.brightness import FIT_WINDOW_UM, correction_um, fit_brightness_slopes
-from autofocus.calibration_fields import median_curve, merge_fields, non_decreasing, regrid_fields
+from autofocus.calibration_fields import median_curve, merge_fields, non_decreasing
 from autofocus.calibration_settings import DEFAULT_RANGE_UM, DEFAULT_STEP_UM, MAX_RANGE_UM
 from autofocus.cancel import CancelToken
-from autofocus.far_distance import centroid_curve, centroid_planes, check_centroid_curve, far_defocus_um
 from autofocus.routines import FramePredictor, frame_bit_depth, is_reliable
 from autofocus.stage_moves import approach_from_below, move_in_legs
 from drivers.base import Camera, FocusStage, XYStage
@@ -73,8 +67,8 @@ __all__ = [
 ]
 
 FORMAT = "ldse-focus-calibration"
-FORMAT_VERSION = 4  # 2 added tilt_um_per_mm, 3 the brightness correction, 4 centroid_percent; older files load
-READABLE_VERSIONS = (1, 2, 3, 4)
+FORMAT_VERSION = 3  # 2 added tilt_um_per_mm, 3 the brightness correction; older files still load
+READABLE_VERSIONS = (1, 2, 3)
 BRIGHTNESS_KEYS = ("brightness_slope_um", "brightness_mean", "brightness_range")
 MIN_SPAN_UM = 0.5  # a curve whose fitted readings span less than this cannot be inverted usefully
 
@@ -101,10 +95,6 @@ class FocusCalibration:
     brightness_slope_um: list[float] | None = None
     brightness_mean: float | None = None
     brightness_range: tuple[float, float] | None = None
-    # median spectral centroid (percent of the sampling frequency) of the frames the wide model read
-    # beyond +-6 um, per plane (None where fewer than half of the fields had one; autofocus.far_distance);
-    # None: not measured (an older file)
-    centroid_percent: list[float | None] | None = None
     _fitted: np.ndarray = field(init=False, repr=False, compare=False)
     _knot_reading: np.ndarray = field(init=False, repr=False, compare=False)
     _knot_z: np.ndarray = field(init=False, repr=False, compare=False)
@@ -137,8 +127,6 @@ class FocusCalibration:
                 raise ValueError(f"tilt_um_per_mm must be two finite numbers or null, got {tilt!r}")
             self.tilt_um_per_mm = (float(tilt[0]), float(tilt[1]))
         self._check_brightness(z.size)
-        if self.centroid_percent is not None:
-            self.centroid_percent = check_centroid_curve(self.centroid_percent, z.size)
         fitted = non_decreasing(r)
         if fitted[-1] - fitted[0] < MIN_SPAN_UM:
             raise ValueError(
@@ -188,15 +176,8 @@ class FocusCalibration:
             return float(kz[-1] + (reading_um - kr[-1]))
         return float(np.interp(reading_um, kr, kz))
 
-    def defocus_um(
-        self, reading_um: float, brightness: float | None = None, centroid_percent: float | None = None
-    ) -> float:
+    def defocus_um(self, reading_um: float, brightness: float | None = None) -> float:
         """The defocus (relative to the calibrated focus) at which the model gives ``reading_um``.
-
-        With a ``centroid_percent`` (``Prediction.spectral_centroid_percent``, given for frames the
-        wide model reads beyond +-6 um) and a curve of them on the reading's side of focus, among
-        whose planes the reading places the frame, the distance from focus is read off that curve
-        instead (``autofocus.far_distance``).
 
         With a ``brightness`` (``Prediction.brightness``) and a calibration that fitted the
         correction, the reading is first moved to what a field of the calibrated fields' mean
@@ -205,10 +186,6 @@ class FocusCalibration:
         correction to +-0.5 um (``autofocus.brightness.MAX_CORRECTION_UM``).
         """
         z = self._invert(reading_um)
-        if centroid_percent is not None and self.centroid_percent is not None:
-            far = far_defocus_um(self.z_um, self.centroid_percent, centroid_percent, reading_um, z)
-            if far is not None:
-                return far
         if brightness is None or self.brightness_slope_um is None:
             return z
         assert self.brightness_mean is not None and self.brightness_range is not None
@@ -243,7 +220,6 @@ class FocusCalibration:
             "reading_at_focus_um": round(self.reading_at_focus_um, 3),
             "tilt_um_per_mm": None if self.tilt_um_per_mm is None else [round(v, 3) for v in self.tilt_um_per_mm],
             "brightness_correction": self.brightness_slope_um is not None,
-            "far_distance_from_spectrum": self.centroid_percent is not None,
             "source": self.source,
             "created_at": self.created_at,
         }
@@ -260,7 +236,6 @@ class FocusCalibration:
             "brightness_slope_um": self.brightness_slope_um,
             "brightness_mean": self.brightness_mean,
             "brightness_range": None if self.brightness_range is None else list(self.brightness_range),
-            "centroid_percent": self.centroid_percent,
             "source": self.source,
             "created_at": self.created_at,
         }
@@ -289,7 +264,6 @@ class FocusCalibration:
                 "fields",
                 "tilt_um_per_mm",
                 *BRIGHTNESS_KEYS,
-                "centroid_percent",
                 "source",
                 "created_at",
             }
@@ -304,12 +278,8 @@ class FocusCalibration:
             raise ValueError(
                 f"{where}: {', '.join(given)} need(s) format_version 3 (the file says {data['format_version']})"
             )
-        if data.get("centroid_percent") is not None and data["format_version"] < 4:
-            raise ValueError(
-                f"{where}: centroid_percent needs format_version 4 (the file says {data['format_version']})"
-            )
         not_lists = [k for k in ("z_um", "reading_um", "spread_um") if not isinstance(data[k], list)]
-        for key in ("tilt_um_per_mm", "brightness_slope_um", "brightness_range", "centroid_percent"):
+        for key in ("tilt_um_per_mm", "brightness_slope_um", "brightness_range"):
             if data.get(key) is not None and not isinstance(data[key], list):
                 not_lists.append(key)
         if not_lists:
@@ -324,7 +294,6 @@ class FocusCalibration:
                 brightness_slope_um=data.get("brightness_slope_um"),
                 brightness_mean=data.get("brightness_mean"),
                 brightness_range=data.get("brightness_range"),
-                centroid_percent=data.get("centroid_percent"),
                 source=str(data.get("source", "")),
                 created_at=str(data.get("created_at", "")),
             )
@@ -441,7 +410,6 @@ def measure_calibration(
         move_in_legs(stage, target)
 
     table = np.full((len(fields), planes.size), np.nan)  # field x plane, NaN where unreliable
-    centroids = np.full_like(table, np.nan)  # the far frames' spectral centroids, NaN elsewhere
     seen: list[list[float]] = [[] for _ in fields]  # each field's frame brightness
     column = {float(d): j for j, d in enumerate(planes)}
     done = 0
@@ -463,8 +431,6 @@ def measure_calibration(
                 ok = is_reliable(pred, min_confidence)
                 if ok:
                     table[i, column[d]] = float(pred.defocus_um)
-                    if pred.spectral_centroid_percent is not None:
-                        centroids[i, column[d]] = pred.spectral_centroid_percent
                 done += 1
                 if progress is not None:
                     progress(
@@ -493,31 +459,18 @@ def measure_calibration(
     if positions is not None and xy0 is not None and len(fields) > 1:
         offsets = np.array([(x - xy0[0], y - xy0[1]) for x, y in positions])
     merged, tilt, unfit, p_value = merge_fields(planes, table, offsets)
-    if tilt is not None and offsets is not None:  # the centroids on each field's own focus too
-        centroids = regrid_fields(planes, centroids, offsets, tilt)
     if unfit is not None and p_value is not None:  # a plane was fitted, and found no better than a level slide
         log.info("slide read as level (%s)", unfit)
     elif unfit is not None and len(fields) > 1:
         log.warning("slide tilt not fitted (%s): the %d fields are read as on a level slide", unfit, len(fields))
     brightness = np.array([np.mean(b) for b in seen]) if brightness_correction and all(seen) else None
-    return calibration_from_table(planes, merged, brightness, centroids, tilt_um_per_mm=tilt, source=source)
-
-
-def far_centroid_curve(planes: np.ndarray, table: np.ndarray, centroids: np.ndarray) -> list[float | None] | None:
-    """The sweep's centroid curve, kept on the outer planes of each side of focus where the centroid
-    recovers the fields' defocus better than the reading (``autofocus.far_distance``); None where it
-    does on neither side."""
-    curve = centroid_curve(np.asarray(centroids, dtype=float))
-    chosen = centroid_planes(planes, table, centroids, -1.0) | centroid_planes(planes, table, centroids, 1.0)
-    kept = [c if keep else None for c, keep in zip(curve, chosen, strict=True)]
-    return kept if any(c is not None for c in kept) else None
+    return calibration_from_table(planes, merged, brightness, tilt_um_per_mm=tilt, source=source)
 
 
 def calibration_from_table(
     planes: np.ndarray,
     table: np.ndarray,
     brightness: np.ndarray | None = None,
-    centroids: np.ndarray | None = None,
     *,
     tilt_um_per_mm: tuple[float, float] | None = None,
     source: str = "",
@@ -528,8 +481,7 @@ def calibration_from_table(
     Keeps the planes that at least half of the fields read. ``brightness`` (one per field)
     fits the brightness correction where there are enough fields, on the planes of
     ``FIT_WINDOW_UM`` (``autofocus.brightness``); the curve is then the per-plane median of the
-    readings corrected to the fields' mean brightness. ``centroids`` (the shape of ``table``, NaN
-    where a frame was not far) give the far frames' centroid curve (``autofocus.far_distance``).
+    readings corrected to the fields' mean brightness.
     ``UnreliableEstimateError`` when fewer than 3 planes, or none on one side of focus, are kept.
     """
     planes = np.asarray(planes, dtype=float)
@@ -540,7 +492,6 @@ def calibration_from_table(
             "(at least 3, on both sides of focus, are needed): calibrate on fields with more specimen in view"
         )
     planes, table = planes[kept], table[:, kept]
-    far_curve = None if centroids is None else far_centroid_curve(planes, table, np.asarray(centroids)[:, kept])
     window = (planes >= FIT_WINDOW_UM[0]) & (planes <= FIT_WINDOW_UM[1])
     slopes = None if brightness is None else fit_brightness_slopes(np.where(window, table, np.nan), brightness)
     correction: dict[str, Any] = {}
@@ -558,7 +509,6 @@ def calibration_from_table(
         spread_um=np.nanstd(table, axis=0).tolist(),
         fields=int(table.shape[0]),
         tilt_um_per_mm=tilt_um_per_mm,
-        centroid_percent=far_curve,
         source=source,
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
         **correction,

@@ -57,7 +57,6 @@ __all__ = [
     "median_curve",
     "merge_fields",
     "non_decreasing",
-    "regrid_fields",
     "tilt_unfit_reason",
 ]
 
@@ -144,15 +143,6 @@ def _regrid(planes: np.ndarray, table: np.ndarray, shifts: np.ndarray) -> np.nda
             elif (k == 0 and z[0] - p <= step / 2) or (k == z.size and p - z[-1] <= step / 2):
                 out[i, j] = r[min(k, z.size - 1)]
     return out
-
-
-def regrid_fields(
-    planes: np.ndarray, table: np.ndarray, offsets_um: np.ndarray, tilt_um_per_mm: tuple[float, float]
-) -> np.ndarray:
-    """Another per-field table of the same sweep (fields x planes) moved onto each field's own focus
-    the way ``merge_fields`` moved the readings for ``tilt_um_per_mm``."""
-    shifts = np.asarray(offsets_um, dtype=float) / 1000.0 @ np.asarray(tilt_um_per_mm, dtype=float)
-    return _regrid(np.asarray(planes, dtype=float), np.asarray(table, dtype=float), shifts)
 
 
 def tilt_unfit_reason(planes: np.ndarray, fields: int, offsets_um: np.ndarray | None) -> str | None:

@@ -326,10 +326,7 @@ class FocusLock:
                 self.state = "running"
                 self.reason = f"resumed after {self._reliable_run} reliable estimates"
             if self.calibration is not None:
-                error_um = (
-                    self.calibration.defocus_um(pred.defocus_um, pred.brightness, pred.spectral_centroid_percent)
-                    - self.curve_zero_um
-                )
+                error_um = self.calibration.defocus_um(pred.defocus_um, pred.brightness) - self.curve_zero_um
             else:
                 error_um = pred.defocus_um - o.focus_offset_um
             # aim half a step's drift ahead, so that focus is crossed halfway to the next frame

@@ -60,9 +60,7 @@ fields) this put the defocus within 1 um on 69 % of cells frames beyond +6 um (t
 56 %), 91 % beyond -6 um (89 %), and on 94 % / 97 % of tissue frames beyond +6 / -6 um (86 / 87 %).
 In closed loop it narrowed the first moves from the far ends and bounded the worst run
 (``docs/autofocus.md``, "Far readings"). ``far_quantile=None`` keeps the aggregate everywhere.
-The region map keeps the aggregate. Such a frame also gets its ``spectral_centroid_percent``
-(``autofocus.measures.spectral_centroid``, about 0.3 s on a full frame), from which a calibration
-reads its distance from focus (``autofocus.far_distance``).
+The region map keeps the aggregate.
 
 ``max_tiles`` (default ``None``: every tile, the paper's method) bounds the work per frame for
 latency: tiles are examined in order of distance from the frame centre (the paper, section
@@ -129,14 +127,12 @@ from autofocus.aggregation import (
     AGGREGATES,
     DEFAULT_AGGREGATE,
     DEFAULT_FAR_QUANTILE,
-    FAR_READING_UM,
     aggregate_estimates,
     check_far_quantile,
     far_reading,
 )
 from autofocus.brightness import mean_brightness
 from autofocus.heap import keep_freed_memory
-from autofocus.measures import spectral_centroid
 from models.errors import ModelInputError
 from models.tiles import blank_mask, extract_tiles, tile_grid, to_unit_float
 
@@ -216,10 +212,6 @@ class Prediction:
     # the frame's mean intensity, 0..1 of full scale (autofocus.brightness): a calibration over
     # several fields uses it to take out the part of a field's reading bias that follows it
     brightness: float | None = None
-    # the frame's spectral centroid (autofocus.measures), measured only where the wide model reads
-    # the frame beyond +-FAR_READING_UM: a calibration reads a far frame's distance from it
-    # (autofocus.far_distance), where the reading has flattened
-    spectral_centroid_percent: float | None = None
 
     @property
     def is_blank(self) -> bool:
@@ -244,7 +236,6 @@ class Prediction:
             "model": self.model,
             "wide_defocus_um": self.wide_defocus_um,
             "brightness": self.brightness,
-            "spectral_centroid_percent": self.spectral_centroid_percent,
         }
 
 
@@ -746,12 +737,9 @@ class Predictor:
             t2 = time.perf_counter()
         t3 = time.perf_counter()
 
-        centroid: float | None = None
         if used.size:
             values = estimates[used]
             defocus: float | None = aggregate_estimates(values, self.aggregate, self.trim_fraction)
-            if model == "wide" and abs(defocus) > FAR_READING_UM:
-                centroid = spectral_centroid(frame)
             if model == "wide" and self.far_quantile is not None:
                 defocus = far_reading(values, defocus, self.far_quantile)
             spread: float | None = float(values.std())
@@ -811,7 +799,6 @@ class Predictor:
             model=model,
             wide_defocus_um=wide_defocus,
             brightness=frame_brightness,
-            spectral_centroid_percent=centroid,
             timings_ms={
                 "tiling": (t2 - t0 - t_blank) * 1e3,
                 "blank_filter": t_blank * 1e3,

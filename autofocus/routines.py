@@ -308,8 +308,6 @@ class _Run:
             "tiles_total": int(pred.tiles_total),
             "model": pred.model,  # "near" when the near-focus model read the frame
             "brightness": pred.brightness,  # what a calibration's brightness correction reads
-            # far frames only: what a calibration reads their distance from (autofocus.far_distance)
-            "spectral_centroid_percent": pred.spectral_centroid_percent,
         }
         self.record.estimates.append(entry)
         self.record.estimate_um = pred.defocus_um
@@ -369,7 +367,7 @@ class _Run:
         """Defocus from the wanted focus of a prediction with a reading: through the calibration (with
         the frame's brightness), else ``reading - focus_offset_um``."""
         if self.calibration is not None:
-            return self.calibration.defocus_um(pred.defocus_um, pred.brightness, pred.spectral_centroid_percent)
+            return self.calibration.defocus_um(pred.defocus_um, pred.brightness)
         return float(pred.defocus_um) - self.options.focus_offset_um
 
     def correct_estimate(self, pred: Any, reason: str, aim_um: float = 0.0) -> None:

@@ -60,12 +60,6 @@ def test_store_read_and_drop_a_calibration(client: TestClient, tmp: Path) -> Non
     assert stored.status_code == 200, stored.text
     assert stored.json()["summary"]["brightness_correction"] is True
     assert FocusCalibration.load(tmp / "calibration.json") == FocusCalibration.from_dict(corrected)
-    # one that reads far frames' distance from their spectrum (format version 4) too
-    far = {**LINEAR, "format_version": 4, "centroid_percent": [0.9, 1.2, None, None, 1.3]}
-    stored = client.put("/calibration", json=far, headers=AUTH)
-    assert stored.status_code == 200, stored.text
-    assert stored.json()["summary"]["far_distance_from_spectrum"] is True
-    assert client.get("/calibration").json()["calibration"]["centroid_percent"] == far["centroid_percent"]
     client.delete("/calibration", headers=AUTH)
 
 
@@ -85,8 +79,6 @@ def test_store_read_and_drop_a_calibration(client: TestClient, tmp: Path) -> Non
         ({"format_version": 2, **BRIGHTNESS}, "need(s) format_version 3"),
         ({"format_version": 3, **BRIGHTNESS, "brightness_mean": None}, "must be given together"),
         ({"format_version": 3, **BRIGHTNESS, "brightness_range": [0.8]}, "brightness_range"),
-        ({"format_version": 3, "centroid_percent": [1.0] * 5}, "needs format_version 4"),
-        ({"centroid_percent": [1.0, -1.0, None, None, 1.0]}, "positive numbers or null"),
     ],
 )
 def test_a_bad_calibration_is_refused_and_the_old_one_kept(

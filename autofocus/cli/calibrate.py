@@ -102,12 +102,5 @@ def run(args: argparse.Namespace) -> int:
         if cal.brightness_range is not None:
             lo, hi = cal.brightness_range
             print(f"  readings corrected for the fields' mean brightness ({lo:.3f}..{hi:.3f} of full scale)")
-        if cal.centroid_percent is not None:
-            sides = [
-                name
-                for name, sign in (("below", -1), ("above", 1))
-                if any(c is not None and z * sign > 0 for z, c in zip(cal.z_um, cal.centroid_percent, strict=True))
-            ]
-            print(f"  far frames {' and '.join(sides)} focus read by their spectrum (it read these fields better)")
         print(f"  use it with: autofocus focus --calibration {args.out} --aim-um {CALIBRATED_AIM_UM:g}")
     return 0

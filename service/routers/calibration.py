@@ -49,7 +49,7 @@ class CalibrationIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     format: Literal["ldse-focus-calibration"] = Field(description=f"always {FORMAT!r}")
-    format_version: Literal[1, 2, 3, 4] = Field(description=f"{FORMAT_VERSION} (files of versions 1 to 3 are read too)")
+    format_version: Literal[1, 2, 3] = Field(description=f"{FORMAT_VERSION} (files of versions 1 and 2 are read too)")
     z_um: list[float] = Field(description="defocus of each plane relative to the calibrated focus, increasing")
     reading_um: list[float] = Field(description="median model reading at each plane")
     spread_um: list[float] = Field(description="standard deviation of the readings at each plane")
@@ -69,11 +69,6 @@ class CalibrationIn(BaseModel):
     )
     brightness_range: list[float] | None = Field(
         default=None, min_length=2, max_length=2, description="the calibrated fields' lowest and highest brightness"
-    )
-    centroid_percent: list[float | None] | None = Field(
-        default=None,
-        description="median spectral centroid of the far frames at each plane, null where not measured; "
-        "far frames' distance from focus is read from it (null: not used)",
     )
     source: str = Field(default="", description="the model that was read")
     created_at: str = Field(default="")

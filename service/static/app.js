@@ -554,8 +554,7 @@ function renderCalibration(summary) {
   $("cal-text").textContent = summary
     ? `Calibrated: reads ${signed(summary.reading_at_focus_um)} µm at focus, ${fmt(summary.z_range_um[0], 1)}…${fmt(summary.z_range_um[1], 1)} µm, ${summary.fields} field(s)` +
       (summary.tilt_um_per_mm ? `, slide tilt ${signed(summary.tilt_um_per_mm[0])} / ${signed(summary.tilt_um_per_mm[1])} µm per mm (X / Y)` : "") +
-      (summary.brightness_correction ? ", corrected for each field's brightness" : "") +
-      (summary.far_distance_from_spectrum ? ", far frames' distance from their spectrum" : "")
+      (summary.brightness_correction ? ", corrected for each field's brightness" : "")
     : "No calibration.";
 }
 
