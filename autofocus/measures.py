@@ -112,6 +112,24 @@ def normalized_variance(frame: np.ndarray, roi: Roi | None = None) -> float:
     return float(gray.var() / mean)
 
 
+def _check_band(name: str, low_cutoff_percent: float, high_cutoff_percent: float) -> None:
+    """A radial band in percent of the sampling frequency: 0 <= low < high <= 70.7 (the corner)."""
+    if not 0.0 <= low_cutoff_percent < high_cutoff_percent <= 50.0 * np.sqrt(2.0):
+        raise ValueError(
+            f"{name} needs 0 <= low_cutoff_percent < high_cutoff_percent <= 70.7, got "
+            f"{low_cutoff_percent}, {high_cutoff_percent}"
+        )
+
+
+def _windowed_power(gray: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The power spectrum (``rfft2``) of the mean-subtracted, Hann-windowed grey image, its row and
+    column frequencies (cycles per pixel, broadcastable to it) and the window."""
+    h, w = gray.shape
+    window = np.outer(np.hanning(h), np.hanning(w))
+    power = np.abs(np.fft.rfft2((gray - gray.mean()) * window)) ** 2
+    return power, np.fft.fftfreq(h)[:, None], np.fft.rfftfreq(w)[None, :], window
+
+
 def fft_bandpass(
     frame: np.ndarray,
     roi: Roi | None = None,
@@ -129,20 +147,13 @@ def fft_bandpass(
     the band. (A ratio band / total power would *rise* under slight blur, because blur removes
     the frequencies above the band first.)
     """
-    if not 0.0 <= low_cutoff_percent < high_cutoff_percent <= 50.0 * np.sqrt(2.0):
-        raise ValueError(
-            "fft_bandpass needs 0 <= low_cutoff_percent < high_cutoff_percent <= 70.7, got "
-            f"{low_cutoff_percent}, {high_cutoff_percent}"
-        )
+    _check_band("fft_bandpass", low_cutoff_percent, high_cutoff_percent)
     gray = to_gray(frame, roi).astype(np.float64)
     h, w = gray.shape
     mean = float(gray.mean())
     if mean <= 0.0:
         return 0.0
-    window = np.outer(np.hanning(h), np.hanning(w))
-    power = np.abs(np.fft.rfft2((gray - mean) * window)) ** 2
-    fy = np.fft.fftfreq(h)[:, None]
-    fx = np.fft.rfftfreq(w)[None, :]
+    power, fy, fx, window = _windowed_power(gray)
     radius_percent = 100.0 * np.sqrt(fy * fy + fx * fx)
     # rfft2 stores columns 1..(w-1)//2 once for both signs: weight them twice for the true sum.
     weight = np.full(power.shape[1], 2.0)
@@ -174,17 +185,10 @@ def spectral_centroid(
     is taken over the rings in the band. A flat image scores 0. The defaults (0.2-5 %) suit a frame
     several microns out of focus at 20x/0.75, where nothing above 5 % is left.
     """
-    if not 0.0 <= low_cutoff_percent < high_cutoff_percent <= 50.0 * np.sqrt(2.0):
-        raise ValueError(
-            "spectral_centroid needs 0 <= low_cutoff_percent < high_cutoff_percent <= 70.7, got "
-            f"{low_cutoff_percent}, {high_cutoff_percent}"
-        )
+    _check_band("spectral_centroid", low_cutoff_percent, high_cutoff_percent)
     gray = to_gray(frame, roi).astype(np.float64)
     h, w = gray.shape
-    window = np.outer(np.hanning(h), np.hanning(w))
-    power = np.abs(np.fft.rfft2((gray - gray.mean()) * window)) ** 2
-    fy = np.fft.fftfreq(h)[:, None]
-    fx = np.fft.rfftfreq(w)[None, :]
+    power, fy, fx, _ = _windowed_power(gray)
     step = 1.0 / max(h, w)  # the spectrum's frequency resolution, cycles per pixel
     ring = np.rint(np.sqrt(fy * fy + fx * fx) / step).astype(np.int64).ravel()
     counts = np.bincount(ring)

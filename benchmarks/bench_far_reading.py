@@ -29,7 +29,6 @@ there the centroid did worse in closed loop than these figures promise (``docs/a
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -46,13 +45,13 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from bench_closed_loop import open_scopes, set_true_defocus  # noqa: E402
 from machine import cpu_model  # noqa: E402
 from model_options import add_model_arguments, settings  # noqa: E402
+from result_file import write_result  # noqa: E402
 
 from autofocus.aggregation import DEFAULT_AGGREGATE, aggregate_estimates  # noqa: E402
 from autofocus.calibration_fields import non_decreasing  # noqa: E402
 from autofocus.measures import spectral_centroid  # noqa: E402
 from autofocus.predictor import Predictor  # noqa: E402
 
-RESULTS = ROOT / "benchmarks" / "results"
 TRIM_FRACTION = 0.2  # the predictor's default
 STATISTICS = ("far_reading", "wide_aggregate", "spectral_centroid")
 FAR_UM = 7.0  # where the summary starts: the wide reading is flat beyond about this
@@ -170,12 +169,7 @@ def main() -> int:
         "summary": summary,
         "values": {kind: {name: t.tolist() for name, t in v.items()} for kind, v in tables.items()},
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"{args.name}.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(result, indent=1) + "\n")
-    tmp.replace(path)
-    print(f"wrote {path}")
+    print(f"wrote {write_result(args.name, result)}")
     return 0
 
 

@@ -16,7 +16,6 @@ differs from the full reading's, and how far its aggregate strays from the full 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -33,11 +32,11 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from bench_closed_loop import open_scopes, set_true_defocus  # noqa: E402
 from machine import cpu_model  # noqa: E402
 from model_options import add_model_arguments, settings  # noqa: E402
+from result_file import write_result  # noqa: E402
 
 from autofocus.aggregation import DEFAULT_AGGREGATE, aggregate_estimates  # noqa: E402
 from autofocus.predictor import NEAR_GATE_MARGIN_UM, Predictor, gate_positions, in_near_window  # noqa: E402
 
-RESULTS = ROOT / "benchmarks" / "results"
 TRIM_FRACTION = 0.2  # the predictor's default
 
 
@@ -145,12 +144,7 @@ def main() -> int:
         "summary": summary,
         "frames": frames,
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"{args.name}.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(result, indent=1) + "\n")
-    tmp.replace(path)
-    print(f"wrote {path}")
+    print(f"wrote {write_result(args.name, result)}")
     return 0
 
 
