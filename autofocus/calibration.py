@@ -48,7 +48,7 @@ import numpy as np
 
 from autofocus.acquire import default_z_offsets, grid_positions
 from autofocus.brightness import FIT_WINDOW_UM, correction_um, fit_brightness_slopes
-from autofocus.calibration_fields import median_curve, merge_fields, non_decreasing
+from autofocus.calibration_fields import flat_run_knots, median_curve, merge_fields, non_decreasing
 from autofocus.calibration_settings import DEFAULT_RANGE_UM, DEFAULT_STEP_UM, MAX_RANGE_UM
 from autofocus.cancel import CancelToken
 from autofocus.routines import FramePredictor, frame_bit_depth, is_reliable
@@ -134,12 +134,8 @@ class FocusCalibration:
                 f"{z[0]:+.2f}..{z[-1]:+.2f} um of defocus (at least {MIN_SPAN_UM} um is needed): sweep a wider "
                 "range; was the sample in focus and in view, and is the model trained for this objective?"
             )
-        # runs of equal fitted readings collapse to one knot at the middle of their z
-        starts = np.flatnonzero(np.r_[True, np.diff(fitted) > 1e-9])
-        ends = np.r_[starts[1:], fitted.size]
         self._fitted = fitted  # the isotonic fit, plane by plane (flat_at_focus_um)
-        self._knot_reading = fitted[starts]
-        self._knot_z = np.array([z[a:b].mean() for a, b in zip(starts, ends, strict=True)])
+        self._knot_reading, self._knot_z = flat_run_knots(z, fitted)
         self.z_um, self.reading_um, self.spread_um = z.tolist(), r.tolist(), s.tolist()
 
     def _check_brightness(self, planes: int) -> None:

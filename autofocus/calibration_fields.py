@@ -54,6 +54,7 @@ __all__ = [
     "SHIFT_SEARCH_UM",
     "TILT_P_VALUE",
     "MergedFields",
+    "flat_run_knots",
     "median_curve",
     "merge_fields",
     "non_decreasing",
@@ -101,6 +102,14 @@ def non_decreasing(values: np.ndarray) -> np.ndarray:
             m1, n1 = blocks.pop()
             blocks.append([(m1 * n1 + m2 * n2) / (n1 + n2), n1 + n2])
     return np.concatenate([np.full(int(n), m) for m, n in blocks])
+
+
+def flat_run_knots(x: np.ndarray, fitted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The knots of a monotone fit (``fitted``, one value per ``x``) for inverting it: each run of
+    equal fitted values collapses to one knot at the middle of its ``x``. Returns (values, x)."""
+    starts = np.flatnonzero(np.r_[True, np.diff(fitted) > 1e-9])
+    ends = np.r_[starts[1:], fitted.size]
+    return fitted[starts], np.array([x[a:b].mean() for a, b in zip(starts, ends, strict=True)])
 
 
 def _field_shift_um(planes: np.ndarray, row: np.ndarray, curve_z: np.ndarray, curve_r: np.ndarray) -> float | None:

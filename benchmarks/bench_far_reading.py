@@ -48,7 +48,7 @@ from model_options import add_model_arguments, settings  # noqa: E402
 from result_file import write_result  # noqa: E402
 
 from autofocus.aggregation import DEFAULT_AGGREGATE, aggregate_estimates  # noqa: E402
-from autofocus.calibration_fields import non_decreasing  # noqa: E402
+from autofocus.calibration_fields import flat_run_knots, non_decreasing  # noqa: E402
 from autofocus.measures import spectral_centroid  # noqa: E402
 from autofocus.predictor import Predictor  # noqa: E402
 
@@ -65,11 +65,7 @@ def invert(z: np.ndarray, curve: np.ndarray, values: np.ndarray) -> np.ndarray:
     with the curve's mean slope.
     """
     sign = 1.0 if curve[-1] >= curve[0] else -1.0
-    fitted = non_decreasing(sign * curve)
-    starts = np.flatnonzero(np.r_[True, np.diff(fitted) > 1e-12])
-    ends = np.r_[starts[1:], fitted.size]
-    knot_value = fitted[starts]
-    knot_z = np.array([z[a:b].mean() for a, b in zip(starts, ends, strict=True)])
+    knot_value, knot_z = flat_run_knots(z, non_decreasing(sign * curve))
     v = sign * values
     out = np.interp(v, knot_value, knot_z)
     if knot_value.size > 1:
