@@ -62,6 +62,16 @@ In closed loop it narrowed the first moves from the far ends and bounded the wor
 (``docs/autofocus.md``, "Far readings"). ``far_quantile=None`` keeps the aggregate everywhere.
 The region map keeps the aggregate.
 
+**Far-defocus model.** A predictor may also carry a network trained on a range wider than the wide
+model's (the bundled one: +-14 um), so that the +-10 um a one-shot run starts from is not the end
+of its range, where a regression network's reading flattens. Where the wide model reads the frame
+and its aggregate lies beyond +-``beyond_um`` (``meta["far_beyond_um"]`` of its checkpoint, default
+``FAR_READING_UM``), the same kept tiles go through the far model and its estimates replace the wide
+ones (``Prediction.model == "far"``); the far reading above then applies to its tiles. Its training
+range must reach past that threshold on both sides. On the first frames of far cells it keeps a
+slope where the wide reading is flat (``models/weights/README.md``, "Far-defocus model"), at the
+cost of a second inference on those frames only.
+
 ``max_tiles`` (default ``None``: every tile, the paper's method) bounds the work per frame for
 latency: tiles are examined in order of distance from the frame centre (the paper, section
 4.3, finds the centre more accurate) in batches, until ``max_tiles`` non-blank tiles are found
@@ -127,6 +137,7 @@ from autofocus.aggregation import (
     AGGREGATES,
     DEFAULT_AGGREGATE,
     DEFAULT_FAR_QUANTILE,
+    FAR_READING_UM,
     aggregate_estimates,
     check_far_quantile,
     far_reading,
@@ -140,12 +151,15 @@ __all__ = [
     "DEFAULT_NEAR_GATE_TILES",
     "NEAR_GATE_MARGIN_UM",
     "RUNTIMES",
+    "FarModel",
     "NearModel",
     "Prediction",
     "Predictor",
     "compute_confidence",
+    "far_beyond_um",
     "in_near_window",
     "near_window_um",
+    "resolve_far_model",
     "resolve_near_model",
 ]
 
@@ -206,7 +220,7 @@ class Prediction:
     frame_shape: tuple[int, int]
     timings_ms: dict[str, float] = field(default_factory=dict)
     tiles_examined: int | None = None  # tiles the discriminant looked at (< tiles_total only with max_tiles)
-    model: str = "wide"  # "near" when the near-focus model's estimates replaced the wide model's
+    model: str = "wide"  # "near" / "far" when the near-focus / far-defocus model's estimates replaced the wide ones
     # the wide model's aggregate that chose the model (with "near": possibly the gate tiles' only)
     wide_defocus_um: float | None = None
     # the frame's mean intensity, 0..1 of full scale (autofocus.brightness): a calibration over
@@ -334,6 +348,31 @@ def nhwc_input(model: Any) -> Any:
 
 
 @dataclass(frozen=True)
+class FarModel:
+    """The far-defocus network: read when the wide model's aggregate lies beyond +-``beyond_um``."""
+
+    runtime: _TorchRuntime | _OnnxRuntime
+    beyond_um: float
+    source: str
+
+
+def far_beyond_um(meta: dict[str, Any], where: str) -> float:
+    """Beyond which |wide reading| the predictor reads a far-defocus checkpoint: ``meta["far_beyond_um"]``
+    when it records one, else ``FAR_READING_UM``; its training range ``meta["z_range_um"]`` must reach
+    past it on both sides (the frames it reads lie there), else ValueError."""
+    lo, hi = _window(meta, "z_range_um", "its training range", where, "far-defocus")
+    beyond = meta.get("far_beyond_um", FAR_READING_UM)
+    if isinstance(beyond, bool) or not isinstance(beyond, int | float) or not beyond > 0:
+        raise ValueError(f"{where}: meta['far_beyond_um'] must be a positive number (um), got {beyond!r}")
+    if not (lo < -beyond and hi > beyond):
+        raise ValueError(
+            f"{where}: a far-defocus model is read beyond +-{beyond:g} um, so its training range "
+            f"meta['z_range_um'] must reach past both, got [{lo:g}, {hi:g}]"
+        )
+    return float(beyond)
+
+
+@dataclass(frozen=True)
 class NearModel:
     """The near-focus network: read when the wide model's aggregate lies in ``window_um``."""
 
@@ -358,7 +397,7 @@ def near_window_um(meta: dict[str, Any], where: str) -> tuple[float, float]:
     return read_lo, read_hi
 
 
-def _window(meta: dict[str, Any], key: str, what: str, where: str) -> tuple[float, float]:
+def _window(meta: dict[str, Any], key: str, what: str, where: str, kind: str = "near-focus") -> tuple[float, float]:
     """``meta[key]`` as ``(lo, hi)`` with ``lo < hi``; ValueError naming the key otherwise."""
     window = meta.get(key)
     if not (
@@ -366,7 +405,7 @@ def _window(meta: dict[str, Any], key: str, what: str, where: str) -> tuple[floa
         and len(window) == 2
         and all(isinstance(v, int | float) and not isinstance(v, bool) for v in window)
     ):
-        raise ValueError(f"{where}: a near-focus model needs meta['{key}'] = [lo, hi] ({what}), got {window!r}")
+        raise ValueError(f"{where}: a {kind} model needs meta['{key}'] = [lo, hi] ({what}), got {window!r}")
     lo, hi = float(window[0]), float(window[1])
     if not lo < hi:
         raise ValueError(f"{where}: meta['{key}'] must have lo < hi, got {window!r}")
@@ -374,6 +413,7 @@ def _window(meta: dict[str, Any], key: str, what: str, where: str) -> tuple[floa
 
 
 NEAR_MODEL_CHOICES = "'auto' (the bundled near-focus model with the bundled model, else none), 'none', or a path"
+FAR_MODEL_CHOICES = "'auto' (the bundled far-defocus model with the bundled model, else none), 'none', or a path"
 
 
 def resolve_near_model(choice: str | os.PathLike[str], model: str | os.PathLike[str] | None) -> Path | None:
@@ -384,13 +424,26 @@ def resolve_near_model(choice: str | os.PathLike[str], model: str | os.PathLike[
     """
     from models.checkpoint import bundled_near_checkpoint_path
 
+    return _resolve_companion(choice, model, bundled_near_checkpoint_path(), "near model", NEAR_MODEL_CHOICES)
+
+
+def resolve_far_model(choice: str | os.PathLike[str], model: str | os.PathLike[str] | None) -> Path | None:
+    """The far-defocus model file that ``choice`` names for the wide ``model``, as ``resolve_near_model``."""
+    from models.checkpoint import bundled_far_checkpoint_path
+
+    return _resolve_companion(choice, model, bundled_far_checkpoint_path(), "far model", FAR_MODEL_CHOICES)
+
+
+def _resolve_companion(
+    choice: str | os.PathLike[str], model: str | os.PathLike[str] | None, bundled: Path, what: str, choices: str
+) -> Path | None:
     text = os.fspath(choice)
     if text == "none":
         return None
     if text == "auto":
-        return bundled_near_checkpoint_path() if model is None or os.fspath(model) == "" else None
+        return bundled if model is None or os.fspath(model) == "" else None
     if not text.strip():
-        raise ValueError(f"near model must be {NEAR_MODEL_CHOICES}, got an empty string")
+        raise ValueError(f"{what} must be {choices}, got an empty string")
     return Path(text)
 
 
@@ -522,6 +575,7 @@ class Predictor:
         near: NearModel | None = None,
         near_gate_tiles: int | None = DEFAULT_NEAR_GATE_TILES,
         far_quantile: float | None = DEFAULT_FAR_QUANTILE,
+        far: FarModel | None = None,
         threads: int = 1,
     ) -> None:
         if aggregate not in AGGREGATES:
@@ -560,6 +614,7 @@ class Predictor:
         self.near = near
         self.near_gate_tiles = near_gate_tiles
         self.far_quantile = far_quantile
+        self.far = far
         # the float batch's memory, kept from frame to frame; predict holds the lock while it is used
         self._lock = threading.Lock()
         self._batch_memory = np.empty(0, dtype=np.float32)
@@ -571,7 +626,12 @@ class Predictor:
     @property
     def description(self) -> str:
         """The model file(s) read: what a calibration records as its ``source``."""
-        return self.source if self.near is None else f"{self.source} + near-focus {self.near.source}"
+        parts = [self.source]
+        if self.near is not None:
+            parts.append(f"near-focus {self.near.source}")
+        if self.far is not None:
+            parts.append(f"far-defocus {self.far.source}")
+        return " + ".join(parts)
 
     @classmethod
     def from_checkpoint(
@@ -590,11 +650,13 @@ class Predictor:
         near_model: str | os.PathLike[str] | None = None,
         near_gate_tiles: int | None = DEFAULT_NEAR_GATE_TILES,
         far_quantile: float | None = DEFAULT_FAR_QUANTILE,
+        far_model: str | os.PathLike[str] | None = None,
     ) -> Predictor:
         """Load a checkpoint (``None``: the bundled one) or a shipped ``.onnx`` for ``runtime``.
 
         ``near_model``: a near-focus checkpoint or ``.onnx`` (module docstring) loaded the same
         way, or ``"auto"``/``"none"`` (``resolve_near_model``, against ``path``); None: none.
+        ``far_model``: the same for the far-defocus model (``resolve_far_model``).
         For ``runtime="onnx"`` and a ``.pt`` checkpoint, the ONNX file is exported once with
         ``models.export.export_onnx`` and cached under ``cache_dir`` (default
         ``onnx_cache_dir()``), keyed by the checkpoint's SHA-256 and the model code
@@ -612,13 +674,14 @@ class Predictor:
         near_path = resolve_near_model(near_model, path) if near_model is not None else None
         if near_path is not None:
             near_run, near_meta = _load_runtime(near_path, runtime, threads, cache_dir)
-            for key in ("patch_size", "pixel_size_um", "z_reference"):
-                if near_meta.get(key) != meta.get(key):
-                    raise ValueError(
-                        f"near model {near_path} has {key}={near_meta.get(key)!r} but {ckpt_path} has "
-                        f"{meta.get(key)!r}: both models must read the same frames the same way"
-                    )
+            _check_companion(near_meta, meta, f"near model {near_path}", ckpt_path)
             near = NearModel(near_run, near_window_um(near_meta, str(near_path)), str(near_path))
+        far: FarModel | None = None
+        far_path = resolve_far_model(far_model, path) if far_model is not None else None
+        if far_path is not None:
+            far_run, far_meta = _load_runtime(far_path, runtime, threads, cache_dir)
+            _check_companion(far_meta, meta, f"far model {far_path}", ckpt_path)
+            far = FarModel(far_run, far_beyond_um(far_meta, str(far_path)), str(far_path))
         return cls(
             run,
             meta,
@@ -632,6 +695,7 @@ class Predictor:
             max_tiles=max_tiles,
             near_gate_tiles=near_gate_tiles,
             far_quantile=far_quantile,
+            far=far,
             threads=threads,
         )
 
@@ -709,7 +773,7 @@ class Predictor:
         used = np.asarray(sorted(kept), dtype=np.int64)
         wide_defocus: float | None = None
         model = "wide"
-        t_near = 0.0
+        t_near = t_far = 0.0
         if kept:
             # One float batch, the near-model gate's tiles first: the gate and the rest of the
             # wide reading are slices of it, and no batch is copied or concatenated again.
@@ -733,6 +797,11 @@ class Predictor:
                 estimates[kept_index] = self.near.runtime.run(batch)
                 t_near = time.perf_counter() - tn
                 model = "near"
+            elif self.far is not None and wide_estimates is not None and abs(wide_defocus) > self.far.beyond_um:
+                tf = time.perf_counter()
+                estimates[kept_index] = self.far.runtime.run(batch)
+                t_far = time.perf_counter() - tf
+                model = "far"
         else:
             t2 = time.perf_counter()
         t3 = time.perf_counter()
@@ -740,7 +809,7 @@ class Predictor:
         if used.size:
             values = estimates[used]
             defocus: float | None = aggregate_estimates(values, self.aggregate, self.trim_fraction)
-            if model == "wide" and self.far_quantile is not None:
+            if model != "near" and self.far_quantile is not None:
                 defocus = far_reading(values, defocus, self.far_quantile)
             spread: float | None = float(values.std())
             confidence = compute_confidence(
@@ -802,8 +871,9 @@ class Predictor:
             timings_ms={
                 "tiling": (t2 - t0 - t_blank) * 1e3,
                 "blank_filter": t_blank * 1e3,
-                "inference": (t3 - t2 - t_near) * 1e3,
+                "inference": (t3 - t2 - t_near - t_far) * 1e3,
                 "near_inference": t_near * 1e3,
+                "far_inference": t_far * 1e3,
                 "aggregation": (t4 - t3) * 1e3,
                 "brightness": (t5 - t4) * 1e3,
                 "total": (t5 - t0) * 1e3,
@@ -860,6 +930,16 @@ def in_near_window(window_um: tuple[float, float], reading_um: float, margin_um:
     """True when ``reading_um`` lies at least ``margin_um`` inside the near window ``(lo, hi)``."""
     lo, hi = window_um
     return lo + margin_um <= reading_um <= hi - margin_um
+
+
+def _check_companion(companion_meta: dict[str, Any], meta: dict[str, Any], what: str, ckpt_path: Path) -> None:
+    """A near or far model must read frames as the wide model does (tile size, pixel size, z = 0)."""
+    for key in ("patch_size", "pixel_size_um", "z_reference"):
+        if companion_meta.get(key) != meta.get(key):
+            raise ValueError(
+                f"{what} has {key}={companion_meta.get(key)!r} but {ckpt_path} has "
+                f"{meta.get(key)!r}: both models must read the same frames the same way"
+            )
 
 
 def _split(n: int, parts: int) -> list[tuple[int, int]]:

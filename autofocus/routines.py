@@ -306,7 +306,7 @@ class _Run:
             "confidence": float(pred.confidence),
             "tiles_used": int(pred.tiles_used),
             "tiles_total": int(pred.tiles_total),
-            "model": pred.model,  # "near" when the near-focus model read the frame
+            "model": pred.model,  # "near" / "far" when the near-focus / far-defocus model read the frame
             "brightness": pred.brightness,  # what a calibration's brightness correction reads
         }
         self.record.estimates.append(entry)

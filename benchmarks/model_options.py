@@ -1,4 +1,4 @@
-"""The model options every benchmark takes (``--model``, ``--near-model``), the predictor they build,
+"""The model options every benchmark takes (``--model``, ``--near-model``, ``--far-model``), the predictor they build,
 and the run's settings as its result file records them."""
 
 from __future__ import annotations
@@ -12,12 +12,17 @@ from autofocus.predictor import DEFAULT_NEAR_GATE_TILES, Predictor
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--model`` (default: the bundled checkpoint) and ``--near-model`` (default: auto)."""
+    """``--model`` (default: the bundled checkpoint), ``--near-model`` and ``--far-model`` (default: auto)."""
     parser.add_argument("--model", type=Path, default=None, help="checkpoint .pt (default: the bundled one)")
     parser.add_argument(
         "--near-model",
         default="auto",
         help="near-focus checkpoint: a path, 'none', or 'auto' (the bundled one when --model is not given)",
+    )
+    parser.add_argument(
+        "--far-model",
+        default="auto",
+        help="far-defocus checkpoint: a path, 'none', or 'auto' (the bundled one when --model is not given)",
     )
 
 
@@ -29,7 +34,8 @@ def open_predictor(
     max_tiles: int | None = None,
     near_gate_tiles: int | None = DEFAULT_NEAR_GATE_TILES,
 ) -> Predictor:
-    """The predictor ``args.model`` and ``args.near_model`` name (``predictor.description`` says which)."""
+    """The predictor ``args.model``, ``args.near_model`` and ``args.far_model`` name (``predictor.description``
+    says which)."""
     return Predictor.from_checkpoint(
         args.model,
         runtime=runtime,
@@ -38,6 +44,7 @@ def open_predictor(
         max_tiles=max_tiles,
         near_model=args.near_model,
         near_gate_tiles=near_gate_tiles,
+        far_model=args.far_model,
     )
 
 

@@ -43,6 +43,7 @@ REQUIRED_META: tuple[str, ...] = (
 _REQUIRED_KEYS: tuple[str, ...] = ("format", "format_version", "name", "config", "state_dict", "meta")
 BUNDLED_NAME = "ldsenet.pt"
 BUNDLED_NEAR_NAME = "ldsenet_near.pt"
+BUNDLED_FAR_NAME = "ldsenet_far.pt"
 
 
 class CheckpointError(ValueError):
@@ -80,6 +81,15 @@ def bundled_near_checkpoint_path() -> Path:
     frames that the bundled model already places near focus (``autofocus.predictor``).
     """
     return Path(__file__).resolve().parent / "weights" / BUNDLED_NEAR_NAME
+
+
+def bundled_far_checkpoint_path() -> Path:
+    """Path of the far-defocus LDSE-NET shipped with the package (models/weights/ldsenet_far.pt).
+
+    Same network, fine-tuned on a defocus range wider than the bundled model's, for the frames
+    that the bundled model places beyond +-6 um, where its own reading flattens (``autofocus.predictor``).
+    """
+    return Path(__file__).resolve().parent / "weights" / BUNDLED_FAR_NAME
 
 
 def check_meta(meta: dict[str, Any]) -> None:

@@ -130,7 +130,11 @@ class PredictionOut(BaseModel):
     runtime: str
     frame_shape: list[int] = Field(description="(height, width) in px")
     timings_ms: dict[str, float]
-    model: str = Field(default="wide", description="'near' when the near-focus model read the frame, else 'wide'")
+    model: str = Field(
+        default="wide",
+        description="'near' when the near-focus model read the frame, 'far' when the far-defocus model did, "
+        "else 'wide'",
+    )
     wide_defocus_um: float | None = Field(
         default=None,
         description="the first (wide-range) model's reading, which chose the model (um); with 'near' on a frame of "

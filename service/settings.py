@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -90,6 +90,11 @@ class Settings(HardwareConfig, BaseSettings):
     near_model: str = Field(
         default="auto",
         description="near-focus model read where the first model places a frame near focus (docs/autofocus.md): "
+        "'auto' (the bundled one with the bundled model, none with another model), 'none', or a .pt/.onnx file",
+    )
+    far_model: str = Field(
+        default="auto",
+        description="far-defocus model read where the first model places a frame beyond +-6 um (docs/autofocus.md): "
         "'auto' (the bundled one with the bundled model, none with another model), 'none', or a .pt/.onnx file",
     )
     runtime: Literal["torch", "onnx"] = Field(default="torch", description="inference runtime")
@@ -195,15 +200,15 @@ class Settings(HardwareConfig, BaseSettings):
             raise ValueError(f"model_path={str(value)!r} is not a file (a .pt checkpoint or an .onnx model)")
         return path
 
-    @field_validator("near_model")
+    @field_validator("near_model", "far_model")
     @classmethod
-    def _near_model_choice(cls, value: str) -> str:
+    def _companion_model_choice(cls, value: str, info: ValidationInfo) -> str:
         if value in ("auto", "none"):
             return value
         path = Path(value).expanduser()
         if not value.strip() or not path.is_file():
             raise ValueError(
-                f"near_model={value!r} must be 'auto', 'none' or an existing .pt checkpoint or .onnx model file"
+                f"{info.field_name}={value!r} must be 'auto', 'none' or an existing .pt checkpoint or .onnx model file"
             )
         return str(path)
 

@@ -93,6 +93,11 @@ class ServiceState:
                     if self.predictor.near is not None
                     else None
                 ),
+                "far_model": (
+                    {"source": self.predictor.far.source, "beyond_um": self.predictor.far.beyond_um}
+                    if self.predictor.far is not None
+                    else None
+                ),
                 "runtime": self.predictor.runtime,
                 "aggregate": self.predictor.aggregate,
                 "patch_size": self.predictor.patch_size,
@@ -164,6 +169,7 @@ def open_state(settings: Settings, api_key: str, metrics: Metrics) -> ServiceSta
         aggregate=settings.predictor_aggregate,
         max_tiles=settings.predictor_max_tiles,
         near_model=settings.near_model,
+        far_model=settings.far_model,
     )
     if calibration is not None and calibration.source and calibration.source != predictor.description:
         log.warning(

@@ -73,6 +73,8 @@ def test_near_model_option(images: dict[str, tuple[Path, np.ndarray]], capsys: p
     assert row["model"] == "wide" and row["defocus_um"] == pytest.approx(wide.predict(rgb).defocus_um, abs=1e-5)
     assert main(["predict", "--threads", "1", "--near-model", str(png.with_name("no.pt")), str(png)]) == 2
     assert "model file not found" in capsys.readouterr().err
+    assert main(["predict", "--threads", "1", "--far-model", str(png.with_name("nofar.pt")), str(png)]) == 2
+    assert "nofar.pt" in capsys.readouterr().err
 
 
 def test_table_output_and_tiles_option(

@@ -77,6 +77,7 @@ def test_health_ready_status(client: TestClient) -> None:
     assert status["busy_job"] is None
     assert status["model"]["runtime"] == "torch"
     assert status["model"]["near_model"]["window_um"] == [-2.0, 6.0]  # near_model "auto" with the bundled model
+    assert status["model"]["far_model"]["beyond_um"] == 6.0  # far_model "auto" with the bundled model
     assert isinstance(status["simulated_truth"]["defocus_um"], float)
 
 
@@ -510,6 +511,7 @@ def test_settings_from_toml_env_and_overrides(tmp_path: Path, monkeypatch: pytes
         ({"camera": "opencv"}, "", "stage"),
         ({"model_path": "/no/such/model.pt"}, "", "model_path"),
         ({"near_model": "/no/such/near.pt"}, "", "near_model"),
+        ({"far_model": "/no/such/far.pt"}, "", "far_model"),
         ({"host": "lab pc"}, "", "host"),
         ({}, "bogus_setting = 1\n", "bogus_setting"),
     ],

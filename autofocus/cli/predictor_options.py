@@ -10,13 +10,20 @@ from autofocus.aggregation import AGGREGATES, DEFAULT_AGGREGATE
 
 
 def add_predictor_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add ``--model``, ``--near-model``, ``--runtime``, ``--threads``, ``--aggregate`` and ``--max-tiles``."""
+    """Add ``--model``, ``--near-model``, ``--far-model``, ``--runtime``, ``--threads``, ``--aggregate`` and
+    ``--max-tiles``."""
     parser.add_argument("--model", type=Path, default=None, help="checkpoint .pt or exported .onnx (default: bundled)")
     parser.add_argument(
         "--near-model",
         default="auto",
         help="near-focus model, read where --model places a frame near focus: 'auto' (default: the bundled one "
         "with the bundled model, none with another), 'none', or a .pt/.onnx file",
+    )
+    parser.add_argument(
+        "--far-model",
+        default="auto",
+        help="far-defocus model, read where --model places a frame beyond +-6 um: 'auto' (default: the bundled "
+        "one with the bundled model, none with another), 'none', or a .pt/.onnx file",
     )
     parser.add_argument("--runtime", choices=("torch", "onnx"), default="torch", help="inference runtime")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads for inference (default 2)")
@@ -42,4 +49,5 @@ def predictor_from_args(args: argparse.Namespace) -> Any:
         aggregate=args.aggregate,
         max_tiles=args.max_tiles,
         near_model=args.near_model,
+        far_model=args.far_model,
     )

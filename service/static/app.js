@@ -378,7 +378,7 @@ async function pollStatus() {
 function showEstimate(e) {
   $("est-defocus").textContent = e.defocus_um === null ? "blank" : `${signed(e.defocus_um, 2)} µm`;
   $("est-conf").textContent = fmt(e.confidence, 2);
-  const model = e.model === "near" ? " (near-focus model)" : "";
+  const model = { near: " (near-focus model)", far: " (far-defocus model)" }[e.model] || "";
   $("est-tiles").textContent = e.tiles_used !== undefined ? `${e.tiles_used} / ${e.tiles_total}${model}` : "–";
   pushPoint("est", e.defocus_um);
 }
