@@ -673,14 +673,12 @@ class Predictor:
         near: NearModel | None = None
         near_path = resolve_near_model(near_model, path) if near_model is not None else None
         if near_path is not None:
-            near_run, near_meta = _load_runtime(near_path, runtime, threads, cache_dir)
-            _check_companion(near_meta, meta, f"near model {near_path}", ckpt_path)
+            near_run, near_meta = _load_companion(near_path, "near model", runtime, threads, cache_dir, meta, ckpt_path)
             near = NearModel(near_run, near_window_um(near_meta, str(near_path)), str(near_path))
         far: FarModel | None = None
         far_path = resolve_far_model(far_model, path) if far_model is not None else None
         if far_path is not None:
-            far_run, far_meta = _load_runtime(far_path, runtime, threads, cache_dir)
-            _check_companion(far_meta, meta, f"far model {far_path}", ckpt_path)
+            far_run, far_meta = _load_companion(far_path, "far model", runtime, threads, cache_dir, meta, ckpt_path)
             far = FarModel(far_run, far_beyond_um(far_meta, str(far_path)), str(far_path))
         return cls(
             run,
@@ -932,14 +930,25 @@ def in_near_window(window_um: tuple[float, float], reading_um: float, margin_um:
     return lo + margin_um <= reading_um <= hi - margin_um
 
 
-def _check_companion(companion_meta: dict[str, Any], meta: dict[str, Any], what: str, ckpt_path: Path) -> None:
-    """A near or far model must read frames as the wide model does (tile size, pixel size, z = 0)."""
+def _load_companion(
+    path: Path,
+    what: str,
+    runtime: str,
+    threads: int,
+    cache_dir: str | os.PathLike[str] | None,
+    meta: dict[str, Any],
+    ckpt_path: Path,
+) -> tuple[_TorchRuntime | _OnnxRuntime, dict[str, Any]]:
+    """Load a near or far model (``what``) beside the wide model of ``ckpt_path`` (whose ``meta`` is
+    given); it must read frames as the wide model does (tile size, pixel size, z = 0)."""
+    run, companion_meta = _load_runtime(path, runtime, threads, cache_dir)
     for key in ("patch_size", "pixel_size_um", "z_reference"):
         if companion_meta.get(key) != meta.get(key):
             raise ValueError(
-                f"{what} has {key}={companion_meta.get(key)!r} but {ckpt_path} has "
+                f"{what} {path} has {key}={companion_meta.get(key)!r} but {ckpt_path} has "
                 f"{meta.get(key)!r}: both models must read the same frames the same way"
             )
+    return run, companion_meta
 
 
 def _split(n: int, parts: int) -> list[tuple[int, int]]:
