@@ -6,8 +6,9 @@ there lands 1-2 um from its aim on some fields (``docs/autofocus.md``, "The far 
 puts ``--fields`` random fields per specimen at every plane of 5..10 um on both sides of focus
 (full 2592x1944 frames), and reads each frame three ways:
 
-* ``far_reading``: the predictor's reading as shipped (beyond +-6 um the 75th percentile of the
-  tiles towards the reading's side; ``autofocus.predictor``, "Far readings");
+* ``far_reading``: the predictor's reading without the far-defocus model (as shipped before it;
+  beyond +-6 um the 75th percentile of the tiles towards the reading's side; ``autofocus.predictor``,
+  "Far readings"); the far-defocus model's own screen is in ``docs/autofocus.md``;
 * ``wide_aggregate``: the trimmed mean of the same tiles;
 * ``spectral_centroid``: the frame's radial-spectrum centroid (``autofocus.measures``), which
   falls as the defocus blur grows and does not saturate.
@@ -104,7 +105,7 @@ def summarise(table: np.ndarray, planes: np.ndarray, k: int, draws: int, seed: i
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_model_arguments(parser)
+    add_model_arguments(parser, far_model=False)
     parser.add_argument("--fields", type=int, default=12, help="random fields of view per specimen")
     parser.add_argument("--calibration-fields", type=int, default=9, help="fields per calibration curve")
     parser.add_argument("--draws", type=int, default=200, help="random choices of calibration fields")

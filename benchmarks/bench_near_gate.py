@@ -60,7 +60,7 @@ def choices(tile_estimates: np.ndarray, window: tuple[float, float], gate: int |
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_model_arguments(parser)
+    add_model_arguments(parser, far_model=False)
     parser.add_argument("--fields", type=int, default=3, help="random fields of view per specimen")
     parser.add_argument("--range-um", type=float, default=10.0)
     parser.add_argument("--step-um", type=float, default=0.5)

@@ -11,14 +11,17 @@ from autofocus.aggregation import DEFAULT_AGGREGATE
 from autofocus.predictor import DEFAULT_NEAR_GATE_TILES, Predictor
 
 
-def add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--model`` (default: the bundled checkpoint), ``--near-model`` and ``--far-model`` (default: auto)."""
+def add_model_arguments(parser: argparse.ArgumentParser, far_model: bool = True) -> None:
+    """``--model`` (default: the bundled checkpoint), ``--near-model`` and, unless ``far_model`` is False
+    (a bench that reads the wide model's own reading of far frames), ``--far-model`` (default: auto)."""
     parser.add_argument("--model", type=Path, default=None, help="checkpoint .pt (default: the bundled one)")
     parser.add_argument(
         "--near-model",
         default="auto",
         help="near-focus checkpoint: a path, 'none', or 'auto' (the bundled one when --model is not given)",
     )
+    if not far_model:
+        return
     parser.add_argument(
         "--far-model",
         default="auto",
