@@ -44,7 +44,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from bench_closed_loop import open_scopes, set_true_defocus  # noqa: E402
-from machine import cpu_model  # noqa: E402
+from machine import cpu_model, machine_record  # noqa: E402
 from model_options import add_model_arguments, settings  # noqa: E402
 from result_file import write_result  # noqa: E402
 
@@ -159,7 +159,7 @@ def main() -> int:
                 f"({s['above']['far_within_1_um']:.0%})"
             )
     result = {
-        "machine": {"cpu": cpu_model(), "cpu_count": os.cpu_count(), "platform": platform.platform()},
+        "machine": machine_record(),
         "settings": settings(args),
         "elapsed_s": round(time.monotonic() - t0, 1),
         "planes_um": planes.tolist(),

@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from bench_closed_loop import open_scopes, set_true_defocus  # noqa: E402
-from machine import cpu_model  # noqa: E402
+from machine import cpu_model, machine_record  # noqa: E402
 from model_options import add_model_arguments, settings  # noqa: E402
 from result_file import write_result  # noqa: E402
 
@@ -136,7 +136,7 @@ def main() -> int:
             f"{s['near_window_edges_sd_um']} um over {s['near_window_edges_frames']} frames"
         )
     result = {
-        "machine": {"cpu": cpu_model(), "cpu_count": os.cpu_count(), "platform": platform.platform()},
+        "machine": machine_record(),
         "settings": settings(args),
         "near_window_um": list(window),
         "gate_margin_um": NEAR_GATE_MARGIN_UM,

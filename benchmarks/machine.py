@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 from pathlib import Path
 
@@ -15,3 +16,8 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or "unknown"
+
+
+def machine_record() -> dict[str, object]:
+    """The machine as a result file records it: CPU model, cores visible, platform."""
+    return {"cpu": cpu_model(), "cpu_count": os.cpu_count(), "platform": platform.platform()}
